@@ -27,9 +27,7 @@ from tests.emulators.spec_exceptions import is_known_exception
 
 log = logging.getLogger(__name__)
 
-SPECS_DIR = Path(__file__).resolve().parents[3] / "shared" / "specs"
-if not SPECS_DIR.is_dir():  # a checkout with shared/ beside it, or inside it
-    SPECS_DIR = Path(__file__).resolve().parents[2] / "shared" / "specs"
+SPECS_DIR = Path(__file__).resolve().parent / "specs"
 
 
 @cache
@@ -87,8 +85,13 @@ class SpecChecker:
         return load_spec(self.spec_file)
 
     def _request(
-        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str],
-        content_type: str, body: bytes | None,
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        content_type: str,
+        body: bytes | None,
     ) -> _Request:
         if content_type.startswith("multipart/form-data"):
             content_type, body = _multipart_as_json(content_type, body or b"")
@@ -116,10 +119,19 @@ class SpecChecker:
             self.violations.append(violation)
 
     def check(
-        self, method: str, path: str, query: Mapping[str, str], req_headers: Mapping[str, str],
-        req_content_type: str, req_body: bytes | None,
-        status: int, resp_content_type: str, resp_headers: Mapping[str, str], resp_body: bytes | None,
-        *, check_request: bool = True,
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        req_headers: Mapping[str, str],
+        req_content_type: str,
+        req_body: bytes | None,
+        status: int,
+        resp_content_type: str,
+        resp_headers: Mapping[str, str],
+        resp_body: bytes | None,
+        *,
+        check_request: bool = True,
     ) -> None:
         """Validate one exchange. ``check_request`` is False for requests the emulator
         refused on purpose (a scripted error) where only the response is of interest."""
@@ -195,10 +207,17 @@ def validation_middleware(checker: SpecChecker) -> Any:
         if checker.path_prefix and path.startswith(checker.path_prefix):
             path = path[len(checker.path_prefix) :]
         checker.check(
-            request.method, path, request.query, request.headers,
-            request.headers.get("Content-Type", ""), body,
-            response.status, response.headers.get("Content-Type", ""), response.headers,
-            resp_body, check_request=not request.get("spec_skip_request", False),
+            request.method,
+            path,
+            request.query,
+            request.headers,
+            request.headers.get("Content-Type", ""),
+            body,
+            response.status,
+            response.headers.get("Content-Type", ""),
+            response.headers,
+            resp_body,
+            check_request=not request.get("spec_skip_request", False),
         )
         return response
 

@@ -1,0 +1,241 @@
+"""Entry point: ``python bot.py`` runs the Discord bot (and its web server when enabled).
+
+Shared resources (one aiohttp session, the Replicate service, the store) are built in
+:func:`main` and passed into the bot, as in discord.py's ``advanced_startup`` example.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import pkgutil
+import secrets
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+import cogs
+from services.app import Services, build_services
+from services.discord_endpoints import point_discord_at
+from services.errors import UserFacingError
+from services.settings import Settings, SettingsError, configure_logging, load_settings
+
+log = logging.getLogger("bot")
+
+COMMAND_HASH_KEY = "command_sync_hash:{application_id}"
+
+
+def user_message_of(error: BaseException) -> str | None:
+    """The text meant for the user, for errors of the project's own kinds."""
+    message = getattr(error, "user_message", None)
+    return message if isinstance(message, str) and message else None
+
+
+async def send_ephemeral(interaction: discord.Interaction, text: str) -> None:
+    """Answer privately whether or not the interaction was already answered."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.warning("could not send an error reply for interaction %s: %s", interaction.id, exc)
+
+
+async def report_error(interaction: discord.Interaction, error: BaseException) -> None:
+    """The one place where errors from commands and buttons become replies."""
+    original = error
+    while isinstance(original, (app_commands.CommandInvokeError, commands.CommandInvokeError)):
+        original = original.original
+    text: str | None
+    if isinstance(original, app_commands.CommandOnCooldown):
+        text = f"Slow down: you can use this again in {original.retry_after:.0f} s."
+    elif isinstance(original, (app_commands.MissingRole, app_commands.MissingAnyRole)):
+        text = "You don't have the role needed to use this command."
+    elif isinstance(original, app_commands.MissingPermissions):
+        perms = ", ".join(p.replace("_", " ") for p in original.missing_permissions)
+        text = f"You need the {perms} permission to do this."
+    elif isinstance(original, app_commands.BotMissingPermissions):
+        perms = ", ".join(p.replace("_", " ") for p in original.missing_permissions)
+        text = f"I need the {perms} permission in this channel."
+    elif isinstance(original, app_commands.NoPrivateMessage):
+        text = "This command only works in a server."
+    elif isinstance(original, app_commands.TransformerError):
+        text = f"That value is not valid: {original.value!r}."
+    elif isinstance(original, app_commands.CheckFailure):
+        text = user_message_of(original) or "You can't use this command here."
+    else:
+        text = user_message_of(original)
+    if text is None:
+        error_id = secrets.token_hex(4)
+        command = interaction.command.qualified_name if interaction.command else "component"
+        log.error(
+            "unhandled error %s in %s",
+            error_id,
+            command,
+            exc_info=(type(original), original, original.__traceback__),
+        )
+        text = f"Sorry, something went wrong on my side (error id `{error_id}`)."
+    elif not isinstance(original, (UserFacingError, app_commands.AppCommandError)):
+        log.info("%s failed for user %s: %s", interaction.id, interaction.user.id, text)
+    await send_ephemeral(interaction, text)
+
+
+class BotTree(app_commands.CommandTree):
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        await report_error(interaction, error)
+
+
+class ImageBot(commands.Bot):
+    def __init__(self, services: Services) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=BotTree,
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+        )
+        self.services = services
+        self.settings: Settings = services.settings
+
+    async def setup_hook(self) -> None:
+        for module in pkgutil.iter_modules(cogs.__path__):
+            if not module.name.startswith("_"):
+                await self.load_extension(f"cogs.{module.name}")
+        await self.sync_commands()
+
+    def command_payload(self) -> list[dict[str, Any]]:
+        return [command.to_dict(self.tree) for command in self.tree.get_commands()]
+
+    async def sync_commands(self) -> None:
+        """Guild sync on every start when a dev guild is set; else global, only on change.
+
+        Global syncs are rate limited and take time to spread, so the hash of the last
+        synced payload is kept in the store and a start with the same commands skips it."""
+        guild_id = self.settings.discord_guild_id
+        if guild_id is not None:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), guild_id)
+            return
+        payload = json.dumps(self.command_payload(), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(payload.encode()).hexdigest()
+        key = COMMAND_HASH_KEY.format(application_id=self.application_id)
+        if await self.services.store.get_meta(key) == digest:
+            log.info("global commands unchanged since the last sync; not syncing")
+            return
+        synced = await self.tree.sync()
+        await self.services.store.set_meta(key, digest)
+        log.info("synced %d global commands", len(synced))
+
+    async def on_ready(self) -> None:
+        log.info("ready as %s in %d guilds", self.user, len(self.guilds))
+
+
+def create_bot(services: Services) -> ImageBot:
+    """Build the bot exactly as ``python bot.py`` does."""
+    settings = services.settings
+    point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
+    return ImageBot(services)
+
+
+class BotApp:
+    """Everything one process runs: the shared services and the bot on top of them.
+
+    ``python bot.py`` and the tests both start the bot through this class."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.http: aiohttp.ClientSession | None = None
+        self.services: Services | None = None
+        self.bot: ImageBot | None = None
+        self.bot_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession()
+        try:
+            self.services = await build_services(self.settings, self.http)
+            self.bot = create_bot(self.services)
+            await self.bot.__aenter__()
+            self.bot_task = asyncio.create_task(
+                self.bot.start(self.settings.discord_token.get_secret_value()), name="bot"
+            )
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Stop taking work, let pending writes finish, close every session."""
+        if self.bot is not None:
+            await self.bot.close()
+        if self.bot_task is not None:
+            if not self.bot_task.done():
+                self.bot_task.cancel()
+            await asyncio.gather(self.bot_task, return_exceptions=True)
+        if self.services is not None:
+            await self.services.aclose()
+            self.services = None
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+
+
+async def run(settings: Settings) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    app = BotApp(settings)
+    await app.start()
+    assert app.bot_task is not None
+    stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({app.bot_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            log.info("shutting down")
+    finally:
+        stop_task.cancel()
+        failure = app.bot_task.exception() if app.bot_task.done() else None
+        await app.close()
+    if isinstance(failure, discord.LoginFailure):
+        print(
+            "DISCORD_TOKEN was rejected by Discord: reset the bot token in the developer "
+            "portal and set it again.",
+            file=sys.stderr,
+        )
+        return 2
+    if failure is not None:
+        log.error("the bot stopped on an error", exc_info=failure)
+        return 1
+    log.info("stopped cleanly")
+    return 0
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        print(f"Configuration error: {err}", file=sys.stderr)
+        return 2
+    configure_logging(
+        settings.log_level,
+        [settings.discord_token.get_secret_value(), settings.replicate_api_token.get_secret_value()]
+        + ([settings.api_token.get_secret_value()] if settings.api_token else []),
+    )
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

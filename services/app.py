@@ -1,0 +1,44 @@
+"""The shared resources of one process, built once and handed to every front end.
+
+The Discord bot (``bot.py`` and ``cogs/``) and the HTTP API (``services/web.py``) both
+work through this container; nothing in it knows about Discord.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+
+from services.replicate_service import ReplicateService
+from services.settings import Settings
+from services.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    http: aiohttp.ClientSession
+    replicate: ReplicateService
+    store: Store
+
+    async def aclose(self) -> None:
+        await self.replicate.aclose()
+        await self.store.close()
+
+
+async def build_services(settings: Settings, http: aiohttp.ClientSession) -> Services:
+    store = await open_store(settings.database_url)
+    try:
+        replicate = ReplicateService(
+            settings.replicate_api_token.get_secret_value(),
+            base_url=settings.replicate_base_url,
+            max_output_bytes=settings.max_output_mb * 1024 * 1024,
+        )
+    except BaseException:
+        await store.close()
+        raise
+    return Services(settings=settings, http=http, replicate=replicate, store=store)
