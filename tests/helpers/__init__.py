@@ -1,0 +1,1 @@
+"""Reusable builders for tests."""

@@ -1,0 +1,653 @@
+"""Tests of services.store: one fresh SQLite file per test, no sleeps.
+
+Set STORE_TEST_POSTGRES_URL (e.g. ``postgresql://postgres@localhost/postgres``, a role that may
+create databases) to run the backend-neutral tests against PostgreSQL as well; each such test
+gets a database of its own, which is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import string
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.store import (
+    LATEST_SCHEMA_VERSION,
+    MIGRATIONS,
+    NewGeneration,
+    NewTraining,
+    Store,
+    normalize_database_url,
+    open_store,
+)
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+URLSAFE = set(string.ascii_letters + string.digits + "-_")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("STORE_TEST_POSTGRES_URL")
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"  # tmp_path is absolute, so this gives sqlite:////…
+
+
+@pytest.fixture(params=["sqlite", "postgresql"] if PG_URL else ["sqlite"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "bot.sqlite3")
+        return
+    assert PG_URL is not None
+    admin_url = normalize_database_url(PG_URL)
+    name = f"store_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.dispose()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await open_store(sqlite_url(tmp_path / "bot.sqlite3"))
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = await open_store(db_url)
+    yield s
+    await s.close()
+
+
+def new_gen(**kw: object) -> NewGeneration:
+    values: dict[str, object] = {
+        "user_key": "discord:1",
+        "user_id": 1,
+        "guild_id": 10,
+        "channel_id": 100,
+        "prompt": "a cat",
+        "model": "black-forest-labs/flux-schnell",
+        "params": {"aspect_ratio": "1:1", "count": 1, "seed": 42},
+    }
+    values.update(kw)
+    return NewGeneration(**values)  # type: ignore[arg-type]
+
+
+def new_training(**kw: object) -> NewTraining:
+    values: dict[str, object] = {
+        "user_key": "discord:1",
+        "user_id": 1,
+        "guild_id": 10,
+        "channel_id": 100,
+        "model_owner": "alice",
+        "model_name": "my-lora",
+        "trigger_word": "TOK",
+        "steps": 1000,
+    }
+    values.update(kw)
+    return NewTraining(**values)  # type: ignore[arg-type]
+
+
+async def migration_rows(store: Store) -> list[tuple[int, str]]:
+    async with store._engine.connect() as conn:
+        rows = await conn.execute(
+            sa.text("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+        )
+        return [tuple(r) for r in rows]
+
+
+# -- opening, URLs, migrations ---------------------------------------------------------------
+
+
+async def test_migrations_applied_once_and_reopen_is_noop(db_url: str) -> None:
+    s1 = await open_store(db_url)
+    assert s1.schema_version == LATEST_SCHEMA_VERSION == MIGRATIONS[-1].version
+    first = await migration_rows(s1)
+    assert [v for v, _ in first] == [m.version for m in MIGRATIONS]
+    await s1.close()
+
+    s2 = await open_store(db_url)
+    try:
+        assert s2.schema_version == LATEST_SCHEMA_VERSION
+        assert await migration_rows(s2) == first
+    finally:
+        await s2.close()
+
+
+async def test_concurrent_opens_migrate_once(db_url: str) -> None:
+    stores = await asyncio.gather(*(open_store(db_url) for _ in range(4)))
+    try:
+        assert {s.schema_version for s in stores} == {LATEST_SCHEMA_VERSION}
+        assert len(await migration_rows(stores[0])) == len(MIGRATIONS)
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_sqlite_pragmas(sqlite_store: Store, tmp_path: Path) -> None:
+    async with sqlite_store._engine.connect() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 5000
+        assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+    with sqlite3.connect(tmp_path / "bot.sqlite3") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_relative_sqlite_path_creates_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = await open_store("sqlite:///data/nested/bot.sqlite3")
+    try:
+        assert await s.ping()
+    finally:
+        await s.close()
+    assert (tmp_path / "data" / "nested" / "bot.sqlite3").is_file()
+
+
+async def test_absolute_sqlite_path_creates_folder(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "bot.db"
+    s = await open_store(sqlite_url(target))
+    await s.close()
+    assert target.is_file()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", ":memory:", "sqlite:///:memory:"])
+async def test_in_memory(url: str) -> None:
+    s = await open_store(url)
+    try:
+        assert s.schema_version == LATEST_SCHEMA_VERSION
+        gens = await asyncio.gather(*(s.create_generation(new_gen()) for _ in range(30)))
+        await asyncio.gather(*(s.update_generation(g.id, status="running") for g in gens))
+        assert len(await s.unfinished_generations()) == 30
+    finally:
+        await s.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["", "not a url", "mysql://user:secret@host/db", "postgresql+psycopg2://user:secret@h/db"],
+)
+async def test_bad_url_is_a_clear_value_error(url: str) -> None:
+    with pytest.raises(ValueError, match="DATABASE_URL") as info:
+        await open_store(url)
+    assert "secret" not in str(info.value)
+
+
+def test_postgres_urls_are_mapped_to_asyncpg() -> None:
+    for raw in ("postgresql://u:p@db:5432/bot", "postgres://u:p@db:5432/bot"):
+        url = normalize_database_url(raw)
+        assert url.drivername == "postgresql+asyncpg"
+        assert (url.host, url.database) == ("db", "bot")
+    url = normalize_database_url("postgresql://u:p@db/bot?sslmode=require")
+    assert dict(url.query) == {"ssl": "require"}
+    assert normalize_database_url("sqlite:///x.db").drivername == "sqlite+aiosqlite"
+
+
+async def test_ping_and_close(db_url: str) -> None:
+    s = await open_store(db_url)
+    assert await s.ping()
+    await s.close()
+    await s.close()  # idempotent
+    assert not await s.ping()
+    with pytest.raises(RuntimeError):
+        await s.get_meta("x")
+
+
+async def test_survives_sigkill(tmp_path: Path) -> None:
+    """A process killed right after a write leaves the row behind for the next start."""
+    db = tmp_path / "killed.sqlite3"
+    script = f"""
+import asyncio, os, signal
+from services.store import NewGeneration, open_store
+
+async def main():
+    s = await open_store({sqlite_url(db)!r})
+    g = await s.create_generation(NewGeneration(user_key="k", prompt="p", model="m"))
+    await s.update_generation(g.id, status="running", prediction_id="pred-1")
+    print(g.id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == -9, proc.stderr
+    gen_id = proc.stdout.strip()
+    s = await open_store(sqlite_url(db))
+    try:
+        [g] = await s.unfinished_generations()
+        assert (g.id, g.status, g.prediction_id) == (gen_id, "running", "pred-1")
+    finally:
+        await s.close()
+
+
+# -- meta -------------------------------------------------------------------------------------
+
+
+async def test_meta(store: Store) -> None:
+    assert await store.get_meta("commands_hash") is None
+    await store.set_meta("commands_hash", "abc")
+    assert await store.get_meta("commands_hash") == "abc"
+    await store.set_meta("commands_hash", "def")
+    assert await store.get_meta("commands_hash") == "def"
+
+
+# -- generations ------------------------------------------------------------------------------
+
+
+async def test_create_and_get_generation(store: Store) -> None:
+    g = await store.create_generation(new_gen(interaction_id=2**62 + 5, source="api"))
+    assert 1 <= len(g.id) <= 20 and set(g.id) <= URLSAFE
+    assert g.status == "queued" and g.source == "api"
+    assert g.params == {"aspect_ratio": "1:1", "count": 1, "seed": 42}
+    assert g.interaction_id == 2**62 + 5
+    assert g.created_at.tzinfo is UTC and g.updated_at.tzinfo is UTC
+    assert g.error is g.prediction_id is g.started_at is g.finished_at is None
+    assert await store.get_generation(g.id) == g
+    assert await store.get_generation("nope") is None
+
+
+async def test_ids_are_unique(store: Store) -> None:
+    gens = await asyncio.gather(*(store.create_generation(new_gen()) for _ in range(50)))
+    assert len({g.id for g in gens}) == 50
+
+
+async def test_update_generation(store: Store) -> None:
+    g = await store.create_generation(new_gen())
+    started = datetime(2025, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert await store.update_generation(
+        g.id, status="running", started_at=started, prediction_id="p1", message_id=7
+    )
+    finished = T0 + timedelta(seconds=5)
+    assert await store.update_generation(
+        g.id,
+        status="succeeded",
+        finished_at=finished,
+        seed=2**40,
+        predict_time=1.25,
+        channel_message_id=8,
+        result_message_id=9,
+        error=None,
+    )
+    got = await store.get_generation(g.id)
+    assert got is not None
+    assert got.status == "succeeded"
+    assert got.started_at == T0 and got.started_at.tzinfo is UTC  # converted to UTC
+    assert got.finished_at == finished
+    assert (got.seed, got.predict_time, got.prediction_id) == (2**40, 1.25, "p1")
+    assert (got.message_id, got.channel_message_id, got.result_message_id) == (7, 8, 9)
+    assert got.updated_at >= g.updated_at
+    assert await store.get_generation_by_prediction_id("p1") == got
+    assert await store.get_generation_by_prediction_id("p2") is None
+    assert not await store.update_generation("missing", status="failed")
+
+
+async def test_update_generation_rejects_bad_input(store: Store) -> None:
+    g = await store.create_generation(new_gen())
+    with pytest.raises(TypeError, match="bogus"):
+        await store.update_generation(g.id, bogus=1)
+    with pytest.raises(TypeError):
+        await store.update_generation(g.id, id="other")
+    with pytest.raises(ValueError, match="status"):
+        await store.update_generation(g.id, status="done")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.update_generation(g.id, finished_at=datetime(2025, 1, 1))
+    with pytest.raises(ValueError):
+        await store.create_generation(new_gen(status="weird"))
+    with pytest.raises(ValueError):
+        await store.create_generation(new_gen(source="irc"))
+
+
+async def test_transition_generation_exactly_once(store: Store) -> None:
+    g = await store.create_generation(new_gen())
+    results = await asyncio.gather(
+        *(
+            store.transition_generation(g.id, from_status=["queued"], status="running")
+            for _ in range(30)
+        )
+    )
+    assert results.count(True) == 1
+    assert not await store.transition_generation(g.id, from_status=["queued"], status="failed")
+    got = await store.get_generation(g.id)
+    assert got is not None and got.status == "running"
+
+
+async def test_count_generations_since(store: Store) -> None:
+    for minutes in (0, 30, 59, 61, 120):
+        await store.create_generation(
+            new_gen(created_at=T0 - timedelta(minutes=minutes), user_key="discord:5")
+        )
+    await store.create_generation(new_gen(created_at=T0, user_key="api:abc"))
+    assert await store.count_generations_since("discord:5", T0 - timedelta(hours=1)) == 3
+    assert await store.count_generations_since("discord:5", T0 - timedelta(days=1)) == 5
+    assert await store.count_generations_since("discord:5", T0 + timedelta(seconds=1)) == 0
+    assert await store.count_generations_since("api:abc", T0) == 1  # inclusive bound
+    # The same instant in another timezone gives the same window.
+    tz = timezone(timedelta(hours=-5))
+    assert (
+        await store.count_generations_since("discord:5", (T0 - timedelta(hours=1)).astimezone(tz))
+        == 3
+    )
+    with pytest.raises(ValueError):
+        await store.count_generations_since("discord:5", datetime(2025, 1, 1))
+
+
+async def test_unfinished_generations(store: Store) -> None:
+    ids = {}
+    for i, status in enumerate(("queued", "running", "succeeded", "failed", "canceled")):
+        g = await store.create_generation(new_gen(created_at=T0 + timedelta(seconds=i)))
+        await store.update_generation(g.id, status=status)
+        ids[status] = g.id
+    unfinished = await store.unfinished_generations()
+    assert [g.id for g in unfinished] == [ids["queued"], ids["running"]]
+
+
+async def test_200_concurrent_generations(store: Store) -> None:
+    async def one(i: int) -> str:
+        g = await store.create_generation(new_gen(prompt=f"p{i}"))
+        await store.update_generation(g.id, status="running", started_at=datetime.now(UTC))
+        await store.update_generation(g.id, prediction_id=f"pred-{i}")
+        await store.update_generation(g.id, status="succeeded", finished_at=datetime.now(UTC))
+        return g.id
+
+    ids = await asyncio.gather(*(one(i) for i in range(200)))
+    assert len(set(ids)) == 200
+    assert await store.unfinished_generations() == []
+    assert await store.count_generations_since("discord:1", T0) == 200
+    got = await asyncio.gather(*(store.get_generation(i) for i in ids))
+    assert all(g is not None and g.status == "succeeded" for g in got)
+
+
+# -- trainings --------------------------------------------------------------------------------
+
+
+async def test_create_and_get_training(store: Store) -> None:
+    t = await store.create_training(new_training(params={"lora_rank": 16}))
+    assert 1 <= len(t.id) <= 20 and set(t.id) <= URLSAFE
+    assert 1 <= len(t.notice_nonce) <= 25
+    assert t.status == "starting" and t.training_id is None and t.notified_at is None
+    assert t.total_steps == 1000 and t.params == {"lora_rank": 16}
+    assert t.model_ref == "alice/my-lora"
+    assert t.created_at.tzinfo is UTC
+    assert await store.get_training(t.id) == t
+    assert await store.get_training("missing") is None
+    assert await store.get_training_by_replicate_id("r1") is None
+
+    assert await store.update_training(t.id, training_id="r1", status="processing", step=10)
+    got = await store.get_training_by_replicate_id("r1")
+    assert got is not None and got.id == t.id and got.step == 10
+    assert got.notice_nonce == t.notice_nonce  # stable
+
+    other = await store.create_training(new_training())
+    assert other.notice_nonce != t.notice_nonce
+    with pytest.raises(IntegrityError):
+        await store.update_training(other.id, training_id="r1")
+    with pytest.raises(TypeError):
+        await store.update_training(t.id, notice_nonce="x")
+    with pytest.raises(ValueError):
+        await store.update_training(t.id, status="queued")
+
+
+async def test_update_training_all_fields(store: Store) -> None:
+    t = await store.create_training(new_training(training_id="r2", status_message_id=5))
+    fields = {
+        "status": "succeeded",
+        "step": 1000,
+        "total_steps": 1000,
+        "version": "alice/my-lora:abc123",
+        "weights": "https://example.invalid/weights.tar",
+        "error": None,
+        "status_message_id": 6,
+        "started_at": T0,
+        "completed_at": T0 + timedelta(minutes=20),
+        "last_webhook_at": T0 + timedelta(minutes=19),
+        "last_polled_at": T0 + timedelta(minutes=18),
+        "last_status_edit_at": T0 + timedelta(minutes=17),
+    }
+    assert await store.update_training(t.id, **fields)
+    got = await store.get_training(t.id)
+    assert got is not None
+    for key, value in fields.items():
+        assert getattr(got, key) == value, key
+    assert not await store.update_training("missing", step=1)
+
+
+async def test_unfinished_trainings_and_claims(store: Store) -> None:
+    a = await store.create_training(new_training(created_at=T0))
+    b = await store.create_training(new_training(created_at=T0 + timedelta(seconds=1)))
+    c = await store.create_training(new_training(created_at=T0 + timedelta(seconds=2)))
+    await store.update_training(b.id, status="succeeded")  # finished, not yet notified
+    await store.update_training(c.id, status="failed")
+    assert await store.claim_notification(c.id, T0)
+    assert [t.id for t in await store.unfinished_trainings()] == [a.id, b.id]
+
+    assert not await store.claim_notification(c.id, T0)
+    got = await store.get_training(c.id)
+    assert got is not None and got.notified_at == T0
+    assert await store.release_notification(c.id)
+    assert not await store.release_notification(c.id)
+    assert await store.claim_notification(c.id, T0)
+    assert not await store.claim_notification("missing", T0)
+
+
+async def test_claim_notification_50_concurrent(store: Store) -> None:
+    t = await store.create_training(new_training())
+    now = datetime.now(UTC)
+    results = await asyncio.gather(*(store.claim_notification(t.id, now) for _ in range(50)))
+    assert results.count(True) == 1
+
+
+async def test_claim_notification_across_two_stores(db_url: str) -> None:
+    s1, s2 = await open_store(db_url), await open_store(db_url)
+    try:
+        trainings = [await s1.create_training(new_training()) for _ in range(5)]
+        now = datetime.now(UTC)
+        for t in trainings:
+            claims = [s.claim_notification(t.id, now) for _ in range(25) for s in (s1, s2)]
+            results = await asyncio.gather(*claims)
+            assert results.count(True) == 1
+        assert await s2.unfinished_trainings() == []
+    finally:
+        await s1.close()
+        await s2.close()
+
+
+async def test_interval_claims(store: Store) -> None:
+    t = await store.create_training(new_training())
+    gap = timedelta(seconds=10)
+    assert await store.claim_status_edit(t.id, T0, gap)
+    assert not await store.claim_status_edit(t.id, T0 + timedelta(seconds=9), gap)
+    assert await store.claim_status_edit(t.id, T0 + timedelta(seconds=10), gap)
+    results = await asyncio.gather(
+        *(store.claim_poll(t.id, T0 + timedelta(minutes=1), gap) for _ in range(20))
+    )
+    assert results.count(True) == 1
+    got = await store.get_training(t.id)
+    assert got is not None
+    assert got.last_status_edit_at == T0 + timedelta(seconds=10)
+    assert got.last_polled_at == T0 + timedelta(minutes=1)
+
+
+async def test_transition_training(store: Store) -> None:
+    t = await store.create_training(new_training())
+    assert await store.transition_training(
+        t.id, from_status=["starting", "processing"], status="succeeded", version="v"
+    )
+    assert not await store.transition_training(
+        t.id, from_status=["starting", "processing"], status="failed"
+    )
+
+
+async def test_training_counts(store: Store) -> None:
+    for minutes, guild, status in (
+        (0, 10, "starting"),
+        (10, 10, "processing"),
+        (20, 10, "succeeded"),
+        (90, 20, "processing"),
+        (5, None, "starting"),
+    ):
+        t = await store.create_training(
+            new_training(created_at=T0 - timedelta(minutes=minutes), guild_id=guild)
+        )
+        await store.update_training(t.id, status=status)
+    await store.create_training(new_training(user_key="discord:2", created_at=T0, guild_id=30))
+
+    assert await store.count_trainings_since("discord:1", T0 - timedelta(hours=1)) == 4
+    assert await store.count_trainings_since("discord:1", T0 - timedelta(hours=2)) == 5
+    assert await store.count_trainings_since("discord:2", T0) == 1
+    assert await store.count_active_trainings(10) == 2
+    assert await store.count_active_trainings(20) == 1
+    assert await store.count_active_trainings(99) == 0
+    assert await store.count_active_trainings(None) == 1  # DMs
+    assert await store.count_active_trainings_total() == 5
+    assert await store.count_active_trainings_for_user("discord:1") == 4
+
+
+async def test_recent_trainings(store: Store) -> None:
+    made = []
+    for i, (guild, user) in enumerate([(10, 1), (10, 2), (20, 1), (10, 1), (None, 1)]):
+        made.append(
+            await store.create_training(
+                new_training(guild_id=guild, user_id=user, created_at=T0 + timedelta(minutes=i))
+            )
+        )
+    ids = [t.id for t in made]
+    in_guild = await store.recent_trainings(guild_id=10, user_id=None)
+    assert [t.id for t in in_guild] == [ids[3], ids[1], ids[0]]
+    mine_here = await store.recent_trainings(guild_id=10, user_id=1)
+    assert [t.id for t in mine_here] == [ids[3], ids[0]]
+    mine = await store.recent_trainings(guild_id=None, user_id=1, limit=2)
+    assert [t.id for t in mine] == [ids[4], ids[3]]
+    assert len(await store.recent_trainings(guild_id=None, user_id=None)) == 5
+
+
+# -- trained models ---------------------------------------------------------------------------
+
+
+async def test_upsert_and_get_model(store: Store) -> None:
+    assert await store.get_model("alice", "lora") is None
+    await store.upsert_model(
+        "Alice",
+        "Lora",
+        guild_id=10,
+        creator_key="discord:1",
+        trigger_word="TOK",
+        latest_version=None,
+    )
+    m = await store.get_model("alice", "lora")
+    assert m is not None
+    assert (m.owner, m.name, m.guild_id, m.creator_key) == ("alice", "lora", 10, "discord:1")
+    assert m.latest_version is None and m.version_ref is None
+    assert m.updated_at.tzinfo is UTC
+
+    await store.upsert_model(
+        "alice",
+        "lora",
+        guild_id=10,
+        creator_key="discord:1",
+        trigger_word="ZAP",
+        latest_version="v1",
+    )
+    # A later upsert keeps creator and guild, and None does not erase the version.
+    await store.upsert_model(
+        "alice",
+        "lora",
+        guild_id=20,
+        creator_key="discord:9",
+        trigger_word="ZAP",
+        latest_version=None,
+    )
+    m2 = await store.get_model("ALICE", "LORA")
+    assert m2 is not None
+    assert (m2.guild_id, m2.creator_key, m2.trigger_word) == (10, "discord:1", "ZAP")
+    assert m2.latest_version == "v1" and m2.version_ref == "alice/lora:v1"
+    assert m2.created_at == m.created_at and m2.updated_at >= m.updated_at
+
+
+async def test_models_for_guild(store: Store) -> None:
+    async def add(owner: str, name: str, guild: int | None, version: str | None) -> None:
+        await store.upsert_model(
+            owner, name, guild_id=guild, creator_key="k", trigger_word="T", latest_version=version
+        )
+
+    await add("alice", "cats", 10, "v1")
+    await add("alice", "cars", 10, "v2")
+    await add("bob", "cats", 10, "v3")
+    await add("bob", "pending", 10, None)  # no version yet: hidden
+    await add("carol", "cats", 20, "v4")  # other guild
+    await add("dave", "dm_model", None, "v5")  # trained in DMs
+    await add("eve", "d%m", 10, "v6")
+
+    def refs(models: list) -> set[str]:
+        return {m.ref for m in models}
+
+    assert refs(await store.models_for_guild(10)) == {
+        "alice/cats",
+        "alice/cars",
+        "bob/cats",
+        "eve/d%m",
+    }
+    assert refs(await store.models_for_guild(10, "ca")) == {"alice/cats", "alice/cars", "bob/cats"}
+    assert refs(await store.models_for_guild(10, "CAT")) == {"alice/cats", "bob/cats"}
+    assert refs(await store.models_for_guild(10, "alice/c")) == {"alice/cats", "alice/cars"}
+    assert refs(await store.models_for_guild(10, "bob/p")) == set()
+    assert refs(await store.models_for_guild(10, "d%")) == {"eve/d%m"}  # % is literal
+    assert refs(await store.models_for_guild(10, "_")) == set()  # _ is literal
+    assert refs(await store.models_for_guild(None)) == {"dave/dm_model"}
+    assert refs(await store.models_for_guild(20, "")) == {"carol/cats"}
+    assert len(await store.models_for_guild(10, limit=2)) == 2
+    newest = await store.models_for_guild(10, limit=1)
+    assert newest[0].ref == "eve/d%m"  # most recently updated first
+
+
+async def test_find_model_by_version(store: Store) -> None:
+    await store.upsert_model(
+        "alice", "cats", guild_id=10, creator_key="k", trigger_word="TOK", latest_version="abc"
+    )
+    for ref in ("alice/cats:abc", "alice/cats", "Alice/Cats:older-version", "abc", " alice/cats "):
+        m = await store.find_model_by_version(ref)
+        assert m is not None and m.ref == "alice/cats", ref
+    for ref in ("alice/dogs:abc", "nobody/cats", "zzz", "", "alice/"):
+        assert await store.find_model_by_version(ref) is None, ref
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+async def test_record_webhook_idempotent(store: Store) -> None:
+    assert await store.record_webhook("msg_1", T0)
+    assert not await store.record_webhook("msg_1", T0 + timedelta(seconds=1))
+    assert await store.record_webhook("msg_2", T0)
+    results = await asyncio.gather(*(store.record_webhook("msg_3", T0) for _ in range(20)))
+    assert results.count(True) == 1
+
+
+async def test_prune_webhooks(store: Store) -> None:
+    await store.record_webhook("old", T0 - timedelta(days=2))
+    await store.record_webhook("new", T0)
+    assert await store.prune_webhooks(T0 - timedelta(days=1)) == 1
+    assert await store.record_webhook("old", T0)  # forgotten, so accepted again
+    assert not await store.record_webhook("new", T0)
