@@ -11,88 +11,24 @@ import hashlib
 import json
 import logging
 import pkgutil
-import secrets
 import signal
 import sys
 from typing import Any
 
 import aiohttp
 import discord
-from discord import app_commands
 from discord.ext import commands
 
 import cogs
+from cogs._common import BotTree
 from services.app import Services, build_services
 from services.discord_endpoints import point_discord_at
-from services.errors import UserFacingError
 from services.settings import Settings, SettingsError, configure_logging, load_settings
+from services.web import WebServer, create_web_app
 
 log = logging.getLogger("bot")
 
 COMMAND_HASH_KEY = "command_sync_hash:{application_id}"
-
-
-def user_message_of(error: BaseException) -> str | None:
-    """The text meant for the user, for errors of the project's own kinds."""
-    message = getattr(error, "user_message", None)
-    return message if isinstance(message, str) and message else None
-
-
-async def send_ephemeral(interaction: discord.Interaction, text: str) -> None:
-    """Answer privately whether or not the interaction was already answered."""
-    try:
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-    except discord.HTTPException as exc:
-        log.warning("could not send an error reply for interaction %s: %s", interaction.id, exc)
-
-
-async def report_error(interaction: discord.Interaction, error: BaseException) -> None:
-    """The one place where errors from commands and buttons become replies."""
-    original = error
-    while isinstance(original, (app_commands.CommandInvokeError, commands.CommandInvokeError)):
-        original = original.original
-    text: str | None
-    if isinstance(original, app_commands.CommandOnCooldown):
-        text = f"Slow down: you can use this again in {original.retry_after:.0f} s."
-    elif isinstance(original, (app_commands.MissingRole, app_commands.MissingAnyRole)):
-        text = "You don't have the role needed to use this command."
-    elif isinstance(original, app_commands.MissingPermissions):
-        perms = ", ".join(p.replace("_", " ") for p in original.missing_permissions)
-        text = f"You need the {perms} permission to do this."
-    elif isinstance(original, app_commands.BotMissingPermissions):
-        perms = ", ".join(p.replace("_", " ") for p in original.missing_permissions)
-        text = f"I need the {perms} permission in this channel."
-    elif isinstance(original, app_commands.NoPrivateMessage):
-        text = "This command only works in a server."
-    elif isinstance(original, app_commands.TransformerError):
-        text = f"That value is not valid: {original.value!r}."
-    elif isinstance(original, app_commands.CheckFailure):
-        text = user_message_of(original) or "You can't use this command here."
-    else:
-        text = user_message_of(original)
-    if text is None:
-        error_id = secrets.token_hex(4)
-        command = interaction.command.qualified_name if interaction.command else "component"
-        log.error(
-            "unhandled error %s in %s",
-            error_id,
-            command,
-            exc_info=(type(original), original, original.__traceback__),
-        )
-        text = f"Sorry, something went wrong on my side (error id `{error_id}`)."
-    elif not isinstance(original, (UserFacingError, app_commands.AppCommandError)):
-        log.info("%s failed for user %s: %s", interaction.id, interaction.user.id, text)
-    await send_ephemeral(interaction, text)
-
-
-class BotTree(app_commands.CommandTree):
-    async def on_error(
-        self, interaction: discord.Interaction, error: app_commands.AppCommandError
-    ) -> None:
-        await report_error(interaction, error)
 
 
 class ImageBot(commands.Bot):
@@ -162,11 +98,24 @@ class BotApp:
         self.services: Services | None = None
         self.bot: ImageBot | None = None
         self.bot_task: asyncio.Task[None] | None = None
+        self.web: WebServer | None = None
+
+    def discord_connected(self) -> bool | None:
+        if self.bot is None:
+            return None
+        return self.bot.is_ready() and not self.bot.is_closed()
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession()
         try:
             self.services = await build_services(self.settings, self.http)
+            if self.settings.web_enabled:
+                self.web = WebServer(
+                    create_web_app(self.services, discord_status=self.discord_connected),
+                    self.settings.http_host,
+                    self.settings.web_port,
+                )
+                await self.web.start()
             self.bot = create_bot(self.services)
             await self.bot.__aenter__()
             self.bot_task = asyncio.create_task(
@@ -178,6 +127,9 @@ class BotApp:
 
     async def close(self) -> None:
         """Stop taking work, let pending writes finish, close every session."""
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
         if self.bot is not None:
             await self.bot.close()
         if self.bot_task is not None:

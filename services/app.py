@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from services.generation import GenerationService
 from services.replicate_service import ReplicateService
 from services.settings import Settings
 from services.store import Store, open_store
+from services.training import TrainingService
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ class Services:
     http: aiohttp.ClientSession
     replicate: ReplicateService
     store: Store
+    generations: GenerationService
+    trainings: TrainingService
 
     async def aclose(self) -> None:
         await self.replicate.aclose()
@@ -41,4 +45,11 @@ async def build_services(settings: Settings, http: aiohttp.ClientSession) -> Ser
     except BaseException:
         await store.close()
         raise
-    return Services(settings=settings, http=http, replicate=replicate, store=store)
+    return Services(
+        settings=settings,
+        http=http,
+        replicate=replicate,
+        store=store,
+        generations=GenerationService(settings, replicate, store),
+        trainings=TrainingService(settings, replicate, store),
+    )

@@ -1,0 +1,439 @@
+"""/generate and its buttons: Discord in and out; the work is in services/generation.py."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs._common import IdButton, Refused
+from services.errors import UserFacingError
+from services.generation import MAX_SEED, GenerationService, JobState, Outcome
+from services.replicate_service import ReplicateServiceError
+from services.settings import ASPECT_RATIOS
+from services.store import Generation
+
+if TYPE_CHECKING:
+    from bot import ImageBot
+
+log = logging.getLogger(__name__)
+
+EDIT_INTERVAL = 1.5
+"""Least seconds between two edits of a progress message."""
+TICK_INTERVAL = 3.0
+"""How often the elapsed time of a running job is refreshed."""
+REQUEST_LIMIT = 25 * 1024 * 1024
+EMBED_PROMPT = 1000
+
+
+def user_key(user: discord.abc.User) -> str:
+    return f"discord:{user.id}"
+
+
+def service_of(interaction: discord.Interaction) -> GenerationService:
+    return interaction.client.services.generations  # type: ignore[attr-defined]
+
+
+async def limits_allow(interaction: discord.Interaction) -> bool:
+    try:
+        await service_of(interaction).check_limits(user_key(interaction.user))
+    except UserFacingError as exc:
+        raise Refused(exc.user_message) from None
+    return True
+
+
+def progress_text(state: JobState) -> str:
+    if state.phase == "queued":
+        return f"⏳ Queued: position {state.position} of {state.queue_size}."
+    return f"🎨 Generating… {state.elapsed:.0f} s"
+
+
+class ProgressMessage:
+    """Edits the interaction's original response, at most every EDIT_INTERVAL seconds.
+
+    The newest state always wins: an edit asked for too early is sent once the interval
+    has passed, and ``close`` drops anything still pending."""
+
+    def __init__(self, interaction: discord.Interaction, view: discord.ui.View) -> None:
+        self.interaction = interaction
+        self.view = view
+        self._last = 0.0
+        self._pending: str | None = None
+        self._shown: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def show(self, text: str) -> None:
+        if self.closed or text == self._shown:
+            return
+        self._pending = text
+        wait = self._last + EDIT_INTERVAL - time.monotonic()
+        if wait <= 0:
+            await self._flush()
+        elif self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush_later(wait))
+
+    async def _flush_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            text, self._pending = self._pending, None
+            if self.closed or text is None or text == self._shown:
+                return
+            self._last = time.monotonic()
+            self._shown = text
+            try:
+                await self.interaction.edit_original_response(content=text, view=self.view)
+            except discord.HTTPException as exc:
+                log.info("progress edit failed for %s: %s", self.interaction.id, exc)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+        async with self._lock:
+            pass
+
+
+class GenButton(IdButton):
+    prefix = "gen"
+
+
+Button = discord.ui.DynamicItem[discord.ui.Button]
+
+
+class CancelButton(
+    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:cancel:(?P<id>\w+)"
+):
+    action, label, style = "cancel", "Cancel", discord.ButtonStyle.danger
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        service = service_of(interaction)
+        generation = await service.store.get_generation(self.job_id)
+        if generation is None:
+            await interaction.response.send_message("This job no longer exists.", ephemeral=True)
+            return
+        if generation.user_id != interaction.user.id:
+            await interaction.response.send_message(
+                "Only the person who asked for these images can cancel them.", ephemeral=True
+            )
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if await service.cancel(self.job_id):
+            await interaction.followup.send("Canceled.", ephemeral=True)
+        else:
+            await interaction.followup.send("This job has already finished.", ephemeral=True)
+
+
+class RerollButton(
+    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:reroll:(?P<id>\w+)"
+):
+    action, label, style, emoji = "reroll", "Reroll", discord.ButtonStyle.primary, "🎲"
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        cog: Generate = interaction.client.get_cog("Generate")  # type: ignore[assignment, attr-defined]
+        await cog.reroll(interaction, self.job_id)
+
+
+class DetailsButton(
+    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:details:(?P<id>\w+)"
+):
+    action, label = "details", "Details"
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        generation = await service_of(interaction).store.get_generation(self.job_id)
+        if generation is None:
+            await interaction.response.send_message("This job no longer exists.", ephemeral=True)
+            return
+        await interaction.response.send_message(details_text(generation), ephemeral=True)
+
+
+class DeleteButton(
+    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:delete:(?P<id>\w+)"
+):
+    action, label, style, emoji = "delete", "Delete", discord.ButtonStyle.danger, "🗑️"
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        generation = await service_of(interaction).store.get_generation(self.job_id)
+        owner = generation is not None and generation.user_id == interaction.user.id
+        if not (owner or interaction.permissions.manage_messages):
+            await interaction.response.send_message(
+                "Only the person who asked for these images, or someone with Manage Messages, "
+                "can delete them.",
+                ephemeral=True,
+            )
+            return
+        await interaction.response.defer()
+        if interaction.message is not None:
+            await interaction.message.delete()
+
+
+def details_text(generation: Generation) -> str:
+    params = generation.params
+    lines = [
+        f"**Prompt:** {generation.prompt}",
+        f"**Model:** `{generation.model}`",
+        f"**Aspect ratio:** {params.get('aspect_ratio')} · **Images:** {params.get('count')}",
+        f"**Seed:** {generation.seed if generation.seed is not None else params.get('seed')}",
+        f"**Status:** {generation.status}",
+    ]
+    if params.get("trigger_prepended"):
+        lines.append(f"**Trigger word added:** {params.get('trigger_word')}")
+    if generation.predict_time is not None:
+        lines.append(f"**Replicate predict time:** {generation.predict_time:.1f} s")
+    if generation.prediction_id:
+        lines.append(f"**Prediction:** `{generation.prediction_id}`")
+    lines.append(f"**Job:** `{generation.id}`")
+    return "\n".join(lines)[:2000]
+
+
+def result_embed(outcome: Outcome, requester: discord.abc.User, took: float) -> discord.Embed:
+    generation = outcome.generation
+    prompt = generation.prompt
+    if len(prompt) > EMBED_PROMPT:
+        prompt = prompt[: EMBED_PROMPT - 1] + "…"
+    embed = discord.Embed(description=prompt, colour=discord.Colour.blurple())
+    embed.add_field(name="Model", value=f"`{generation.model[:200]}`", inline=False)
+    embed.add_field(name="Seed", value=str(generation.seed))
+    embed.add_field(name="Aspect ratio", value=str(generation.params.get("aspect_ratio")))
+    embed.add_field(name="Time", value=f"{took:.1f} s")
+    embed.add_field(name="Requested by", value=requester.mention)
+    if generation.params.get("trigger_prepended"):
+        embed.add_field(
+            name="Trigger word", value=f"`{generation.params.get('trigger_word')}` was added"
+        )
+    if any(image.reencoded for image in outcome.images):
+        embed.set_footer(text="Some images were re-encoded to fit Discord's upload limit.")
+    return embed
+
+
+def result_view(gen_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(RerollButton(gen_id))
+    view.add_item(DetailsButton(gen_id))
+    view.add_item(DeleteButton(gen_id))
+    return view
+
+
+def progress_view(gen_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(gen_id))
+    return view
+
+
+class Generate(commands.Cog):
+    def __init__(self, bot: ImageBot) -> None:
+        self.bot = bot
+
+    @property
+    def service(self) -> GenerationService:
+        return self.bot.services.generations
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(CancelButton, RerollButton, DetailsButton, DeleteButton)
+
+    @app_commands.command(name="generate", description="Generate images from a prompt")
+    @app_commands.describe(
+        prompt="What to draw",
+        model="Model to use (owner/name or owner/name:version)",
+        aspect_ratio="Shape of the images",
+        count="How many images (1-4)",
+        seed="Seed for reproducible results",
+    )
+    @app_commands.choices(
+        aspect_ratio=[app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS]
+    )
+    @app_commands.checks.bot_has_permissions(attach_files=True)
+    @app_commands.check(limits_allow)
+    async def generate(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 1000],
+        model: str | None = None,
+        aspect_ratio: str = "1:1",
+        count: app_commands.Range[int, 1, 4] = 1,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+    ) -> None:
+        await self.begin(
+            interaction,
+            prompt=prompt,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            count=count,
+            seed=seed,
+            check=False,
+        )
+
+    async def begin(
+        self,
+        interaction: discord.Interaction,
+        *,
+        prompt: str,
+        model: str | None = None,
+        aspect_ratio: str = "1:1",
+        count: int = 1,
+        seed: int | None = None,
+        check: bool = True,
+    ) -> None:
+        """Start a generation from a command, a button or a modal, and see it through."""
+        if check:
+            await limits_allow(interaction)
+        await interaction.response.defer(thinking=True)
+        try:
+            resolved = await self.service.resolve_model(model, interaction.guild_id)
+            generation = await self.service.create(
+                user_key=user_key(interaction.user),
+                prompt=prompt,
+                model=resolved,
+                aspect_ratio=aspect_ratio,
+                count=count,
+                seed=seed,
+                user_id=interaction.user.id,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                interaction_id=interaction.id,
+            )
+        except UserFacingError as exc:
+            await self._fail(interaction, exc.user_message)
+            return
+        await self.deliver(interaction, generation)
+
+    @generate.autocomplete("model")
+    async def model_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        choices = await self.service.model_choices(interaction.guild_id, current)
+        return [app_commands.Choice(name=label, value=value[:100]) for label, value in choices]
+
+    async def reroll(self, interaction: discord.Interaction, gen_id: str) -> None:
+        original = await self.service.store.get_generation(gen_id)
+        if original is None:
+            await interaction.response.send_message("This job no longer exists.", ephemeral=True)
+            return
+        params = original.params
+        prompt = original.prompt
+        trigger = params.get("trigger_word")
+        if params.get("trigger_prepended") and trigger:
+            prompt = prompt.removeprefix(f"{trigger} ")
+        await self.begin(
+            interaction,
+            prompt=prompt,
+            model=original.model,
+            aspect_ratio=params.get("aspect_ratio", "1:1"),
+            count=params.get("count", 1),
+        )
+
+    async def deliver(self, interaction: discord.Interaction, generation: Generation) -> None:
+        """Run the job with a live progress message, then post the images."""
+        started = time.monotonic()
+        progress = ProgressMessage(interaction, progress_view(generation.id))
+        state_holder: dict[str, JobState] = {}
+
+        async def listener(state: JobState) -> None:
+            state_holder["state"] = state
+            await progress.show(progress_text(state))
+
+        async def ticker() -> None:
+            while True:
+                await asyncio.sleep(TICK_INTERVAL)
+                state = state_holder.get("state")
+                if state is not None and state.phase == "generating":
+                    await progress.show(progress_text(state))
+
+        tick = asyncio.create_task(ticker())
+        try:
+            outcome = await self.service.run(
+                generation,
+                listener,
+                size_limit=interaction.filesize_limit,
+                total_limit=REQUEST_LIMIT - 512 * 1024,
+            )
+        except ReplicateServiceError as exc:
+            await progress.close()
+            await self._fail(interaction, exc.user_message)
+            return
+        except Exception:
+            await progress.close()
+            log.exception("generation %s failed", generation.id)
+            await self._fail(interaction, "Sorry, something went wrong while generating.")
+            return
+        finally:
+            tick.cancel()
+        await progress.close()
+        if outcome.result is None:
+            await self._fail(interaction, "Canceled.", icon="🛑")
+            return
+        await self._post(interaction, outcome, time.monotonic() - started)
+
+    async def _post(self, interaction: discord.Interaction, outcome: Outcome, took: float) -> None:
+        embed = result_embed(outcome, interaction.user, took)
+        view = result_view(outcome.generation.id)
+
+        def files() -> list[discord.File]:
+            return [
+                discord.File(io.BytesIO(image.data), filename=f"{index}-{image.filename}")
+                for index, image in enumerate(outcome.images)
+            ]
+
+        message: discord.Message | None = None
+        if not interaction.is_expired():
+            try:
+                message = await interaction.edit_original_response(
+                    content=None, embed=embed, attachments=files(), view=view
+                )
+            except discord.Forbidden:
+                await self._fail(interaction, "I don't have permission to attach files here.")
+                return
+            except discord.HTTPException as exc:
+                log.info("could not edit the response of %s: %s", interaction.id, exc)
+        if message is None:
+            message = await self._post_to_channel(interaction, embed, files(), view)
+        if message is not None:
+            await self.service.store.update_generation(
+                outcome.generation.id, result_message_id=message.id
+            )
+
+    async def _post_to_channel(
+        self,
+        interaction: discord.Interaction,
+        embed: discord.Embed,
+        files: list[discord.File],
+        view: discord.ui.View,
+    ) -> discord.Message | None:
+        """The interaction token has expired (a long queue): post as an ordinary message."""
+        channel = interaction.channel
+        if channel is None or not hasattr(channel, "send"):
+            return None
+        try:
+            return await channel.send(  # type: ignore[union-attr]
+                content=f"{interaction.user.mention}, your images are ready.",
+                embed=embed,
+                files=files,
+                view=view,
+                allowed_mentions=discord.AllowedMentions(
+                    everyone=False, roles=False, users=[interaction.user]
+                ),
+            )
+        except discord.HTTPException as exc:
+            log.warning("could not post results in channel %s: %s", interaction.channel_id, exc)
+            return None
+
+    async def _fail(self, interaction: discord.Interaction, text: str, icon: str = "❌") -> None:
+        content = f"{icon} {text}"[:2000]
+        try:
+            await interaction.edit_original_response(content=content, embed=None, view=None)
+        except discord.HTTPException as exc:
+            log.info("could not show an error for %s: %s", interaction.id, exc)
+
+
+async def setup(bot: ImageBot) -> None:
+    await bot.add_cog(Generate(bot))

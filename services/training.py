@@ -1,0 +1,424 @@
+"""LoRA trainings: checks, start, tracking (webhooks and polling) and the final notice.
+
+Every training is in the store from the moment it exists on Replicate, and tracking reads
+the store, so a restart (even after SIGKILL) picks up every unfinished job. The final
+notice is sent *before* it is recorded, with a stable nonce: a crash between the two
+leads to a resend that Discord drops, so the user hears about the outcome exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from services.errors import LimitReached, PermissionRefused, UserFacingError
+from services.replicate_service import ReplicateService, ReplicateServiceError, TrainingState
+from services.settings import Settings
+from services.store import NewTraining, Store, Training
+from services.webhooks import WebhookVerificationError, verify_webhook
+from services.zipcheck import ZipLimits, ZipReport, check_zip_async
+
+log = logging.getLogger(__name__)
+
+TRIGGER_WORD = re.compile(r"^[A-Za-z0-9_]{2,32}$")
+MODEL_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?$")
+MODEL_NAME_RULE = (
+    "Model names may use lowercase letters, digits, '-', '_' and '.', "
+    "and must start and end with a letter or digit (at most 100 characters)."
+)
+FINAL = ("succeeded", "failed", "canceled")
+WEBHOOK_EVENTS = ["start", "logs", "completed"]
+ERROR_TEXT = 300
+
+
+class TrainingNotifier(Protocol):
+    """What a front end does when a training changes (the Discord cog implements it)."""
+
+    async def status_changed(self, training: Training) -> int | None:
+        """Bring the status message up to date; return its id (new or existing)."""
+
+    async def finished(self, training: Training) -> bool:
+        """Send the final notice (with ``training.notice_nonce``); True once it went out."""
+
+
+@dataclass(frozen=True)
+class StartedTraining:
+    training: Training
+    report: ZipReport
+    created_model: bool
+
+
+def check_names(trigger_word: str, model_name: str) -> None:
+    problems = []
+    if not TRIGGER_WORD.fullmatch(trigger_word):
+        problems.append(
+            f"Trigger word `{trigger_word[:40]}` is not valid: use 2-32 letters, digits or '_'."
+        )
+    if not MODEL_NAME.fullmatch(model_name):
+        problems.append(f"Model name `{model_name[:100]}` is not valid. {MODEL_NAME_RULE}")
+    if problems:
+        raise UserFacingError("\n".join(problems))
+
+
+def progress_bar(step: int | None, total: int | None, width: int = 20) -> str:
+    if not total or step is None:
+        return "▱" * width
+    filled = min(width, round(width * step / total))
+    return "▰" * filled + "▱" * (width - filled)
+
+
+def eta_seconds(training: Training, now: datetime) -> float | None:
+    if not training.started_at or not training.step or not training.total_steps:
+        return None
+    elapsed = (now - training.started_at).total_seconds()
+    return elapsed * (training.total_steps - training.step) / training.step
+
+
+class TrainingService:
+    def __init__(self, settings: Settings, replicate: ReplicateService, store: Store) -> None:
+        self.settings = settings
+        self.replicate = replicate
+        self.store = store
+        self.notifier: TrainingNotifier | None = None
+        self._owner: str | None = settings.replicate_owner
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+        self._poll_backoff = 0.0
+
+    # -- checks ------------------------------------------------------------------
+
+    @property
+    def zip_limits(self) -> ZipLimits:
+        s = self.settings
+        return ZipLimits(
+            max_zip_bytes=s.max_train_zip_mb * 1024 * 1024,
+            min_images=s.min_train_images,
+            max_images=s.max_train_images,
+        )
+
+    def role_allowed(self, role_ids: list[int]) -> bool:
+        allowed = self.settings.train_role_ids
+        return not allowed or any(role in allowed for role in role_ids)
+
+    async def owner(self) -> str:
+        if self._owner is None:
+            self._owner = (await self.replicate.account()).username
+        return self._owner
+
+    async def check_limits(self, user_key: str, guild_id: int | None) -> None:
+        quota = self.settings.trainings_per_user_per_day
+        now = datetime.now(UTC)
+        if quota:
+            day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+            if await self.store.count_trainings_since(user_key, day_start) >= quota:
+                reset = day_start + timedelta(days=1)
+                raise LimitReached(
+                    f"You have used your {quota} trainings for today. "
+                    "The quota resets at 00:00 UTC.",
+                    retry_after=(reset - now).total_seconds(),
+                )
+        active = await self.store.count_active_trainings(guild_id)
+        if active >= self.settings.max_active_trainings_per_guild:
+            raise LimitReached(
+                f"{active} trainings are already running here "
+                f"(the limit is {self.settings.max_active_trainings_per_guild}). "
+                "Try again when one has finished."
+            )
+
+    async def check_destination(self, model_name: str, user_key: str) -> str:
+        """Return ``owner/name``; refuse a model someone else created through the bot."""
+        owner = await self.owner()
+        existing = await self.store.get_model(owner, model_name)
+        if existing is not None and existing.creator_key != user_key:
+            raise PermissionRefused(
+                f"The model `{owner}/{model_name}` belongs to someone else. "
+                "Pick another model name."
+            )
+        if existing is None and await self.replicate.model_exists(owner, model_name):
+            raise PermissionRefused(
+                f"The model `{owner}/{model_name}` already exists and was not created through "
+                "this bot. Pick another model name."
+            )
+        return f"{owner}/{model_name}"
+
+    async def check_zip(self, path: Path, declared_size: int | None = None) -> ZipReport:
+        report = await check_zip_async(path, self.zip_limits, declared_size=declared_size)
+        if not report.ok:
+            raise UserFacingError(report.message())
+        return report
+
+    # -- start -------------------------------------------------------------------
+
+    async def start(
+        self,
+        *,
+        zip_path: Path,
+        trigger_word: str,
+        model_name: str,
+        steps: int,
+        user_key: str,
+        user_id: int | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        source: str = "discord",
+        declared_size: int | None = None,
+        on_checked: Callable[[ZipReport], Awaitable[None]] | None = None,
+    ) -> StartedTraining:
+        """Check everything, then upload, ensure the destination, and create the training.
+
+        Nothing costs money until every check passed; the job is in the store before this
+        returns, and before any answer goes out."""
+        check_names(trigger_word, model_name)
+        if not 100 <= steps <= 4000:
+            raise UserFacingError("Steps must be between 100 and 4000.")
+        await self.check_limits(user_key, guild_id)
+        destination = await self.check_destination(model_name, user_key)
+        report = await self.check_zip(zip_path, declared_size)
+        if on_checked is not None:
+            await on_checked(report)
+        owner, _, name = destination.partition("/")
+        uploaded = await self.replicate.upload(zip_path, filename="images.zip")
+        created_model = await self.replicate.ensure_model(owner, name)
+        await self.store.upsert_model(
+            owner,
+            name,
+            guild_id=guild_id,
+            creator_key=user_key,
+            trigger_word=trigger_word,
+            latest_version=(await self.store.get_model(owner, name) or _NoModel).latest_version,
+        )
+        training_input = {
+            "input_images": uploaded.url,
+            "trigger_word": trigger_word,
+            "steps": steps,
+        }
+        state = await self.replicate.start_training(
+            self.settings.trainer_version,
+            destination,
+            training_input,
+            webhook=self.webhook_url,
+        )
+        training = await self.store.create_training(
+            NewTraining(
+                user_key=user_key,
+                user_id=user_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                model_owner=owner,
+                model_name=name,
+                trigger_word=trigger_word,
+                steps=steps,
+                training_id=state.id,
+                total_steps=steps,
+                status=state.status if state.status in ("starting", "processing") else "starting",
+                source=source,  # type: ignore[arg-type]
+                params={"input_images": uploaded.url},
+            )
+        )
+        self._wake.set()
+        return StartedTraining(training, report, created_model)
+
+    @property
+    def webhook_url(self) -> str | None:
+        base = self.settings.public_url
+        return f"{base.rstrip('/')}/webhooks/replicate" if base else None
+
+    async def cancel(self, local_id: str) -> Training:
+        training = await self.store.get_training(local_id)
+        if training is None or training.training_id is None:
+            raise UserFacingError("This training no longer exists.")
+        if training.status in FINAL:
+            return training
+        state = await self.replicate.cancel_training(training.training_id)
+        return await self.apply(training, state)
+
+    # -- tracking ----------------------------------------------------------------
+
+    def lock(self, local_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(local_id, asyncio.Lock())
+
+    async def apply(
+        self, training: Training, state: TrainingState, *, webhook: bool = False
+    ) -> Training:
+        """Record Replicate's view of a training, update the status message, and send
+        the final notice once the training has ended."""
+        async with self.lock(training.id):
+            current = await self.store.get_training(training.id) or training
+            now = datetime.now(UTC)
+            changes: dict[str, Any] = {}
+            if webhook:
+                changes["last_webhook_at"] = now
+            if current.status not in FINAL:
+                changes.update(self._changes(current, state))
+            if changes:
+                await self.store.update_training(current.id, **changes)
+                current = await self.store.get_training(current.id) or current
+            progressed = any(k in changes for k in ("status", "step", "total_steps"))
+            if current.status == "succeeded" and current.version:
+                await self.store.upsert_model(
+                    current.model_owner,
+                    current.model_name,
+                    guild_id=current.guild_id,
+                    creator_key=current.user_key,
+                    trigger_word=current.trigger_word,
+                    latest_version=current.version.rpartition(":")[2],
+                )
+            if progressed:
+                await self._update_status_message(current, final=current.status in FINAL)
+            if current.status in FINAL and current.notified_at is None:
+                await self._notify(current)
+                current = await self.store.get_training(current.id) or current
+            return current
+
+    def _changes(self, current: Training, state: TrainingState) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if state.status != current.status and state.status in ("starting", "processing", *FINAL):
+            changes["status"] = state.status
+        if state.step is not None and state.step != current.step:
+            changes["step"] = state.step
+        if state.total is not None and state.total != current.total_steps:
+            changes["total_steps"] = state.total
+        if state.started_at and current.started_at is None:
+            changes["started_at"] = state.started_at
+        if state.status in FINAL:
+            changes["completed_at"] = state.completed_at or datetime.now(UTC)
+            if state.version:
+                changes["version"] = state.version
+            if state.weights:
+                changes["weights"] = state.weights
+            if state.error:
+                changes["error"] = state.error[:ERROR_TEXT]
+        return changes
+
+    async def _update_status_message(self, training: Training, *, final: bool) -> None:
+        if self.notifier is None or training.channel_id is None:
+            return
+        now = datetime.now(UTC)
+        interval = timedelta(seconds=self.settings.training_status_edit_seconds)
+        if not final and not await self.store.claim_status_edit(training.id, now, interval):
+            return
+        if final:
+            await self.store.update_training(training.id, last_status_edit_at=now)
+        try:
+            message_id = await self.notifier.status_changed(training)
+        except Exception:
+            log.exception("status message update failed for training %s", training.id)
+            return
+        if message_id is not None and message_id != training.status_message_id:
+            await self.store.update_training(training.id, status_message_id=message_id)
+
+    async def _notify(self, training: Training) -> None:
+        if self.notifier is None or training.channel_id is None:
+            if training.channel_id is None:
+                await self.store.claim_notification(training.id, datetime.now(UTC))
+            return
+        try:
+            sent = await self.notifier.finished(training)
+        except Exception:
+            log.exception("final notice failed for training %s; will retry", training.id)
+            return
+        if sent:
+            await self.store.claim_notification(training.id, datetime.now(UTC))
+
+    async def poll_once(self) -> int:
+        """Poll every unfinished training that has no recent webhook. Returns how many."""
+        interval = timedelta(seconds=self.settings.training_poll_seconds)
+        now = datetime.now(UTC)
+        polled = 0
+        for training in await self.store.unfinished_trainings():
+            if training.training_id is None:
+                continue
+            if training.status in FINAL:
+                await self.apply(training, _state_of(training))
+                continue
+            if training.last_webhook_at and now - training.last_webhook_at < interval:
+                continue
+            if not await self.store.claim_poll(training.id, now, interval):
+                continue
+            state = await self.replicate.get_training(training.training_id)
+            polled += 1
+            await self.apply(training, state)
+        return polled
+
+    async def run_tracker(self) -> None:
+        """Poll forever: at once on start (resuming after a restart), then every
+        TRAINING_POLL_SECONDS, backing off while Replicate fails."""
+        interval = self.settings.training_poll_seconds
+        while True:
+            try:
+                await self.poll_once()
+                self._poll_backoff = 0.0
+            except ReplicateServiceError as exc:
+                self._poll_backoff = min(max(interval, self._poll_backoff * 2 or interval), 600)
+                log.warning(
+                    "polling trainings failed (%s); next try in %.0f s", exc, self._poll_backoff
+                )
+            except Exception:
+                log.exception("polling trainings failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_backoff or interval)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- webhooks ----------------------------------------------------------------
+
+    async def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> str:
+        """Verify and apply one delivery. Raises WebhookVerificationError (-> 401)."""
+        secret = await self.replicate.webhook_secret()
+        verify_webhook(headers, body, secret)
+        webhook_id = headers.get("webhook-id", "")
+        if not await self.store.record_webhook(webhook_id, datetime.now(UTC)):
+            return "duplicate"
+        try:
+            import json
+
+            payload = json.loads(body)
+            training_id = payload["id"]
+        except (ValueError, KeyError, TypeError):
+            return "ignored"
+        training = await self.store.get_training_by_replicate_id(str(training_id))
+        if training is None:
+            return "unknown"
+        await self.apply(training, TrainingState.from_payload(payload), webhook=True)
+        return "applied"
+
+
+class _NoModel:
+    latest_version = None
+
+
+def _state_of(training: Training) -> TrainingState:
+    return TrainingState(
+        id=training.training_id or "",
+        status=training.status,
+        step=training.step,
+        total=training.total_steps,
+        version=training.version,
+        weights=training.weights,
+        error=training.error,
+        created_at=training.created_at,
+        started_at=training.started_at,
+        completed_at=training.completed_at,
+        predict_time=None,
+    )
+
+
+__all__ = [
+    "MODEL_NAME_RULE",
+    "StartedTraining",
+    "TrainingNotifier",
+    "TrainingService",
+    "WebhookVerificationError",
+    "check_names",
+    "eta_seconds",
+    "progress_bar",
+]

@@ -1,0 +1,748 @@
+"""ReplicateService against the emulator: the real client, real sockets, real TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from services.replicate_service import (
+    Account,
+    AuthError,
+    GenerationCanceled,
+    InvalidInputError,
+    InvalidModelError,
+    ModelFailedError,
+    ModelNotFoundError,
+    NotFoundError,
+    NSFWError,
+    OutputExpired,
+    OutputTooLarge,
+    Progress,
+    RateLimitedError,
+    ReplicateService,
+    ReplicateServiceError,
+    ReplicateUnavailable,
+    TrainingState,
+    parse_model_ref,
+    parse_training_progress,
+    sniff_content_type,
+)
+from services.webhooks import verify_webhook
+from tests.emulators.replicate import (
+    NSFW_LORA,
+    NSFW_OFFICIAL,
+    TRAINER_VERSION,
+    ZIP_ERROR,
+    ReplicateEmulator,
+    WebhookReceiver,
+)
+
+SCHNELL = "black-forest-labs/flux-schnell"
+OFFICIAL_CREATE = r"/v1/models/[^/]+/[^/]+/predictions"
+
+
+def make_service(emu: ReplicateEmulator, **kwargs: object) -> ReplicateService:
+    options: dict = {"poll_interval": 0.02, "request_timeout": 5.0, **kwargs}
+    token = options.pop("token", emu.token)
+    return ReplicateService(str(token), base_url=emu.base_url, **options)
+
+
+def zip_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.png", b"\x89PNG\r\n\x1a\nfake")
+    return buffer.getvalue()
+
+
+class ProgressLog:
+    """An ``on_progress`` callback that tests can wait on (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.items: list[Progress] = []
+        self._cond = asyncio.Condition()
+
+    async def __call__(self, progress: Progress) -> None:
+        self.items.append(progress)
+        async with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def statuses(self) -> list[str]:
+        return [p.status for p in self.items]
+
+    async def wait_for_status(self, status: str, timeout: float = 5.0) -> Progress:  # noqa: ASYNC109
+        async with self._cond:
+            await asyncio.wait_for(self._cond.wait_for(lambda: status in self.statuses), timeout)
+        return next(p for p in self.items if p.status == status)
+
+
+async def started_generation(
+    service: ReplicateService, emu: ReplicateEmulator, *args: object, **kwargs: object
+) -> tuple[asyncio.Task, str]:
+    """Start generate() in a task and return it with the prediction id it reported."""
+    progress = ProgressLog()
+    task = asyncio.create_task(service.generate(*args, on_progress=progress, **kwargs))
+    first = await progress.wait_for_status("starting")
+    return task, first.prediction_id
+
+
+# ----------------------------------------------------------------------- account, ping
+
+
+async def test_account(replicate_service: ReplicateService, replicate_emu: ReplicateEmulator):
+    assert await replicate_service.account() == Account(
+        username=replicate_emu.username, name="Emulated User", type="user"
+    )
+
+
+async def test_ping_measures_round_trip(replicate_service: ReplicateService):
+    elapsed_ms = await replicate_service.ping(timeout=2)
+    assert 0 < elapsed_ms < 2000
+
+
+async def test_ping_timeout_is_unavailable(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.hang_next("GET", "/v1/account")
+    with pytest.raises(ReplicateUnavailable):
+        await replicate_service.ping(timeout=0.2)
+
+
+async def test_ping_with_bad_token_is_unavailable(replicate_emu: ReplicateEmulator):
+    service = make_service(replicate_emu, token="r8_wrong")
+    try:
+        with pytest.raises(ReplicateUnavailable) as info:
+            await service.ping(timeout=2)
+        assert isinstance(info.value.__cause__, AuthError)
+    finally:
+        await service.aclose()
+
+
+async def test_bad_token_is_auth_error_and_token_never_shown(replicate_emu: ReplicateEmulator):
+    token = "r8_secretWrongToken42"
+    service = make_service(replicate_emu, token=token)
+    try:
+        with pytest.raises(AuthError) as info:
+            await service.generate(SCHNELL, "a cat")
+        err = info.value
+        for text in (str(err), repr(err), err.user_message, repr(service)):
+            assert token not in text
+        assert replicate_emu.counts["predictions_created"] == 0
+    finally:
+        await service.aclose()
+
+
+async def test_webhook_secret_is_cached(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    first = await replicate_service.webhook_secret()
+    second = await replicate_service.webhook_secret()
+    assert first == second == replicate_emu.webhook_secret
+    assert replicate_emu.request_count("GET", "/v1/webhooks/default/secret") == 1
+
+
+# ----------------------------------------------------------------------- generation
+
+
+async def test_generate_official_https_outputs(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.prediction_mode = "manual"
+    progress = ProgressLog()
+    task = asyncio.create_task(
+        replicate_service.generate(
+            SCHNELL,
+            "a lighthouse",
+            {"num_outputs": 2, "aspect_ratio": "16:9", "output_format": "png", "seed": 42},
+            on_progress=progress,
+        )
+    )
+    created = await progress.wait_for_status("starting")
+    await replicate_emu.start_prediction(created.prediction_id)
+    await progress.wait_for_status("processing")
+    await replicate_emu.complete_prediction(created.prediction_id)
+    result = await task
+
+    assert len(result.images) == 2
+    for index, image in enumerate(result.images):
+        assert image.content_type == "image/png"
+        assert image.filename == f"out-{index}.png"
+        with Image.open(io.BytesIO(image.data)) as decoded:
+            assert decoded.format == "PNG"
+            assert decoded.width > decoded.height  # 16:9
+    assert result.seed == 42
+    assert result.model == SCHNELL
+    assert result.prediction_id == replicate_emu.last_prediction.id
+    assert result.created_at and result.started_at and result.completed_at
+    assert result.total_seconds is not None and result.queue_seconds is not None
+    assert result.predict_time is not None and result.predict_time > 0
+    # Progress: the id first (status starting), then every status change.
+    assert progress.statuses == ["starting", "processing", "succeeded"]
+    assert {p.prediction_id for p in progress.items} == {result.prediction_id}
+    assert replicate_emu.last_prediction_input == {
+        "num_outputs": 2,
+        "aspect_ratio": "16:9",
+        "output_format": "png",
+        "seed": 42,
+        "prompt": "a lighthouse",
+    }
+    # The output host never sees the API token.
+    assert replicate_emu.output_requests
+    for _, headers in replicate_emu.output_requests:
+        assert "Authorization" not in headers
+
+
+async def test_generate_data_url_outputs(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.output_mode = "data"
+    result = await replicate_service.generate(SCHNELL, "a fox", {"output_format": "jpg"})
+    assert [i.content_type for i in result.images] == ["image/jpeg"]
+    assert result.images[0].filename == "out-0.jpg"
+    assert replicate_emu.output_requests == []
+    # No seed in the options: it comes from the logs ("Using seed: N").
+    assert result.seed == replicate_emu.last_prediction.seed
+
+
+async def test_generate_default_webp(replicate_service: ReplicateService):
+    result = await replicate_service.generate(SCHNELL, "a fox", {"seed": None})
+    assert result.images[0].content_type == "image/webp"
+    with Image.open(io.BytesIO(result.images[0].data)) as decoded:
+        assert decoded.format == "WEBP"
+
+
+async def test_generate_trained_model_by_version(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    model = replicate_emu.add_model(replicate_emu.username, "my-lora", with_version=True)
+    version = model.latest_version.id
+    result = await replicate_service.generate(
+        f"{model.ref}:{version}", "TOK on a beach", {"lora_scale": 0.8}
+    )
+    assert len(result.images) == 1
+    assert result.model == f"{model.ref}:{version}"
+    method, path, body = next(r for r in replicate_emu.requests if r[0] == "POST")
+    assert (method, path) == ("POST", "/v1/predictions")
+    assert body["version"] == version
+
+
+async def test_concurrent_generations_share_one_service(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    results = await asyncio.gather(
+        *(replicate_service.generate(SCHNELL, f"cat {n}") for n in range(5))
+    )
+    assert len({r.prediction_id for r in results}) == 5
+    assert replicate_emu.counts["predictions_created"] == 5
+
+
+async def test_progress_callback_failure_does_not_abort(replicate_service: ReplicateService):
+    async def broken(progress: Progress) -> None:
+        raise RuntimeError("message deleted")
+
+    result = await replicate_service.generate(SCHNELL, "a cat", on_progress=broken)
+    assert result.images
+
+
+async def test_transient_poll_errors_are_tolerated(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.prediction_latency = 0.2
+    replicate_emu.error_next("GET", r"/v1/predictions/[^/]+", 500, count=2)
+    result = await replicate_service.generate(SCHNELL, "a cat")
+    assert result.images
+
+
+# ----------------------------------------------------------------------- failure modes
+
+
+@pytest.mark.parametrize("text", [NSFW_OFFICIAL, NSFW_LORA])
+async def test_nsfw_refusals(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator, text: str
+):
+    replicate_emu.fail_next_prediction(text)
+    with pytest.raises(NSFWError) as info:
+        await replicate_service.generate(SCHNELL, "something")
+    assert "safety filter" in info.value.user_message
+
+
+async def test_nsfw_on_trained_model(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    model = replicate_emu.add_model(replicate_emu.username, "lora-x", with_version=True)
+    replicate_emu.fail_next_prediction(NSFW_LORA)
+    with pytest.raises(NSFWError):
+        await replicate_service.generate(f"{model.ref}:{model.latest_version.id}", "something")
+
+
+async def test_invalid_input_carries_detail(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    with pytest.raises(InvalidInputError) as info:
+        await replicate_service.generate(SCHNELL, "a cat", {"num_outputs": 5})
+    assert "num_outputs" in info.value.detail
+    assert "num_outputs" in info.value.user_message
+    assert replicate_emu.counts["predictions_created"] == 0
+
+
+async def test_model_failure_text_is_trimmed(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.fail_next_prediction("CUDA out of memory. " * 50)
+    with pytest.raises(ModelFailedError) as info:
+        await replicate_service.generate(SCHNELL, "a cat")
+    assert info.value.error.startswith("CUDA out of memory.")
+    assert len(info.value.error) <= 300
+    assert info.value.error in info.value.user_message
+
+
+async def test_rate_limited_create_is_retried_after_retry_after(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.rate_limit_next_create(retry_after=0.2, count=2)
+    start = time.monotonic()
+    result = await replicate_service.generate(SCHNELL, "a cat")
+    assert result.images
+    assert time.monotonic() - start >= 0.4  # Retry-After honoured twice
+    assert replicate_emu.request_count("POST", OFFICIAL_CREATE) == 3
+    assert replicate_emu.counts["predictions_created"] == 1
+
+
+async def test_rate_limit_exhausted(replicate_emu: ReplicateEmulator):
+    service = make_service(replicate_emu, max_create_retries=2)
+    replicate_emu.rate_limit_next_create(retry_after=0, count=10)
+    try:
+        with pytest.raises(RateLimitedError) as info:
+            await service.generate(SCHNELL, "a cat")
+        assert info.value.retry_after == 0.0
+        assert replicate_emu.request_count("POST", OFFICIAL_CREATE) == 3
+        assert replicate_emu.counts["predictions_created"] == 0
+    finally:
+        await service.aclose()
+
+
+async def test_server_error_on_create_is_not_retried(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    # The worst case: the job was created, then the answer was a 500.
+    replicate_emu.error_next("POST", OFFICIAL_CREATE, 500, process=True)
+    with pytest.raises(ReplicateUnavailable):
+        await replicate_service.generate(SCHNELL, "a cat")
+    assert replicate_emu.request_count("POST", OFFICIAL_CREATE) == 1
+    assert replicate_emu.counts["predictions_created"] == 1
+
+
+@pytest.mark.parametrize("status", [502, 503])
+async def test_gateway_errors_on_create_are_not_retried(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator, status: int
+):
+    replicate_emu.error_next("POST", OFFICIAL_CREATE, status)
+    with pytest.raises(ReplicateUnavailable):
+        await replicate_service.generate(SCHNELL, "a cat")
+    assert replicate_emu.request_count("POST", OFFICIAL_CREATE) == 1
+
+
+async def test_create_timeout_is_unavailable_and_not_retried(replicate_emu: ReplicateEmulator):
+    service = make_service(replicate_emu, request_timeout=0.3)
+    replicate_emu.hang_next("POST", OFFICIAL_CREATE, process=True)
+    try:
+        with pytest.raises(ReplicateUnavailable):
+            await service.generate(SCHNELL, "a cat")
+        assert replicate_emu.request_count("POST", OFFICIAL_CREATE) == 1
+        assert replicate_emu.counts["predictions_created"] == 1  # it did start: never retry
+    finally:
+        replicate_emu.release_hangs()
+        await service.aclose()
+
+
+async def test_canceled_prediction(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.prediction_mode = "manual"
+    task, prediction_id = await started_generation(replicate_service, replicate_emu, SCHNELL, "x")
+    await replicate_service.cancel_prediction(prediction_id)
+    with pytest.raises(GenerationCanceled):
+        await task
+    assert replicate_emu.counts["predictions_canceled"] == 1
+
+
+async def test_cancel_unknown_prediction(replicate_service: ReplicateService):
+    with pytest.raises(NotFoundError):
+        await replicate_service.cancel_prediction("doesnotexist")
+
+
+async def test_output_expired_before_download(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.prediction_mode = "manual"
+    task, prediction_id = await started_generation(replicate_service, replicate_emu, SCHNELL, "x")
+    await replicate_emu.complete_prediction(prediction_id)
+    replicate_emu.expire_outputs()  # before the service's next poll
+    with pytest.raises(OutputExpired):
+        await task
+
+
+async def test_output_file_gone_on_download(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.prediction_mode = "manual"
+    task, prediction_id = await started_generation(replicate_service, replicate_emu, SCHNELL, "x")
+    await replicate_emu.complete_prediction(prediction_id)
+    replicate_emu.expire_outputs(null_output=False)  # URLs still listed, files 404
+    with pytest.raises(OutputExpired):
+        await task
+
+
+@pytest.mark.parametrize("mode", ["https", "data"])
+async def test_output_too_large(replicate_emu: ReplicateEmulator, mode: str):
+    service = make_service(replicate_emu, max_output_bytes=20_000)
+    replicate_emu.output_mode = mode
+    replicate_emu.next_output_bytes = 60_000
+    try:
+        with pytest.raises(OutputTooLarge):
+            await service.generate(SCHNELL, "a huge cat")
+    finally:
+        await service.aclose()
+
+
+async def test_large_output_within_limit_is_decodable(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.next_output_bytes = 300_000
+    result = await replicate_service.generate(SCHNELL, "a big cat")
+    image = result.images[0]
+    assert 250_000 < len(image.data) < 350_000
+    assert image.content_type == "image/png"
+    with Image.open(io.BytesIO(image.data)) as decoded:
+        decoded.load()
+
+
+async def test_unknown_model_and_version(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    with pytest.raises(ModelNotFoundError):
+        await replicate_service.generate("nobody/nothing", "x")
+    with pytest.raises(ModelNotFoundError):
+        await replicate_service.generate(f"{replicate_emu.username}/ghost:{'ab' * 32}", "x")
+
+
+@pytest.mark.parametrize(
+    "ref", ["", "flux", "a/b/c", "owner/name:short", "/name", "owner/na me", "owner/name:"]
+)
+async def test_malformed_model_refs_make_no_request(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator, ref: str
+):
+    with pytest.raises(InvalidModelError):
+        await replicate_service.generate(ref or " ", "x")
+    assert replicate_emu.requests == []
+
+
+async def test_error_messages_are_plain_and_domain_typed(replicate_emu: ReplicateEmulator):
+    """Every domain error is a ReplicateServiceError with a short user message."""
+    service = make_service(replicate_emu)
+    replicate_emu.error_next("GET", "/v1/account", 500)
+    try:
+        with pytest.raises(ReplicateServiceError) as info:
+            await service.account()
+        assert isinstance(info.value, ReplicateUnavailable)
+        assert len(info.value.user_message) < 120
+    finally:
+        await service.aclose()
+
+
+# ----------------------------------------------------------------------- models, files
+
+
+async def test_ensure_model_creates_private_model_once(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    owner = replicate_emu.username
+    assert not await replicate_service.model_exists(owner, "new-lora")
+    assert await replicate_service.ensure_model(owner, "new-lora") is True
+    assert await replicate_service.ensure_model(owner, "new-lora") is False
+    assert await replicate_service.model_exists(owner, "new-lora")
+    assert replicate_emu.models[f"{owner}/new-lora"].visibility == "private"
+    assert replicate_emu.counts["models_created"] == 1
+
+
+async def test_ensure_model_concurrently(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    results = await asyncio.gather(
+        *(replicate_service.ensure_model(replicate_emu.username, "race") for _ in range(3))
+    )
+    assert sorted(results) == [False, False, True]
+    assert replicate_emu.counts["models_created"] == 1
+
+
+async def test_ensure_model_for_another_owner_fails(replicate_service: ReplicateService):
+    with pytest.raises(AuthError):
+        await replicate_service.ensure_model("someone-else", "lora")
+
+
+async def test_ensure_model_rejects_bad_names(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    with pytest.raises(InvalidModelError):
+        await replicate_service.ensure_model(replicate_emu.username, "bad name")
+    assert replicate_emu.requests == []
+
+
+async def test_upload_file_object(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    data = zip_bytes()
+    uploaded = await replicate_service.upload(io.BytesIO(data))
+    stored = replicate_emu.files[uploaded.id]
+    assert stored.data == data
+    assert stored.name == "data.zip"
+    assert stored.content_type == "application/zip"
+    assert uploaded.size == len(data)
+    assert uploaded.url == f"{replicate_emu.base_url}/v1/files/{uploaded.id}"
+
+
+async def test_upload_path(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator, tmp_path: Path
+):
+    path = tmp_path / "images.zip"
+    path.write_bytes(zip_bytes())
+    uploaded = await replicate_service.upload(path, filename="images.zip")
+    assert replicate_emu.files[uploaded.id].data == path.read_bytes()
+    assert replicate_emu.files[uploaded.id].name == "images.zip"
+    assert replicate_emu.counts["files_created"] == 1
+
+
+# ----------------------------------------------------------------------- trainings
+
+
+async def _training_setup(
+    service: ReplicateService, emu: ReplicateEmulator, data: bytes | None = None
+) -> tuple[str, str]:
+    destination = f"{emu.username}/my-face"
+    await service.ensure_model(emu.username, "my-face")
+    uploaded = await service.upload(io.BytesIO(data if data is not None else zip_bytes()))
+    return destination, uploaded.url
+
+
+async def test_training_lifecycle_manual(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.training_mode = "manual"
+    destination, url = await _training_setup(replicate_service, replicate_emu)
+    state = await replicate_service.start_training(
+        TRAINER_VERSION, destination, {"input_images": url, "steps": 200, "trigger_word": "ZQX"}
+    )
+    assert isinstance(state, TrainingState)
+    assert state.status == "starting" and not state.finished
+    assert (state.step, state.total, state.version) == (None, None, None)
+
+    await replicate_emu.advance_training(state.id, step=84)
+    state = await replicate_service.get_training(state.id)
+    assert (state.status, state.step, state.total) == ("processing", 84, 200)
+    assert state.started_at is not None
+
+    await replicate_emu.complete_training(state.id)
+    state = await replicate_service.get_training(state.id)
+    assert state.finished and state.status == "succeeded"
+    assert (state.step, state.total) == (200, 200)
+    assert state.version and state.version.startswith(f"{destination}:")
+    assert parse_model_ref(state.version).version is not None
+    assert state.weights and state.weights.endswith("trained_model.tar")
+    assert state.completed_at is not None and state.predict_time is not None
+
+    # The trained version is runnable by its full reference.
+    result = await replicate_service.generate(state.version, "ZQX smiling")
+    assert result.images
+
+
+async def test_training_auto_mode(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    destination, url = await _training_setup(replicate_service, replicate_emu)
+    state = await replicate_service.start_training(
+        TRAINER_VERSION, destination, {"input_images": url, "steps": 100}
+    )
+    await replicate_emu.wait_for(lambda: replicate_emu.trainings[state.id].finished)
+    state = await replicate_service.get_training(state.id)
+    assert state.status == "succeeded"
+    assert (state.step, state.total) == (100, 100)
+    assert replicate_emu.counts["trainings_created"] == 1
+
+
+async def test_training_with_non_zip_fails(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    destination, url = await _training_setup(replicate_service, replicate_emu, b"not a zip")
+    state = await replicate_service.start_training(
+        TRAINER_VERSION, destination, {"input_images": url}
+    )
+    await replicate_emu.wait_for(lambda: replicate_emu.trainings[state.id].finished)
+    state = await replicate_service.get_training(state.id)
+    assert state.status == "failed"
+    assert state.error == ZIP_ERROR
+    assert state.version is None
+
+
+async def test_training_manual_failure(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.training_mode = "manual"
+    destination, url = await _training_setup(replicate_service, replicate_emu)
+    state = await replicate_service.start_training(
+        TRAINER_VERSION, destination, {"input_images": url}
+    )
+    await replicate_emu.fail_training(state.id, "Out of memory " * 40)
+    state = await replicate_service.get_training(state.id)
+    assert state.status == "failed" and state.finished
+    assert state.error and len(state.error) <= 300
+
+
+async def test_cancel_training(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.training_mode = "manual"
+    destination, url = await _training_setup(replicate_service, replicate_emu)
+    state = await replicate_service.start_training(
+        TRAINER_VERSION, destination, {"input_images": url}
+    )
+    await replicate_emu.advance_training(state.id, step=10)
+    state = await replicate_service.cancel_training(state.id)
+    assert state.status == "canceled" and state.finished
+    assert replicate_emu.counts["trainings_canceled"] == 1
+
+
+async def test_training_needs_existing_destination(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    with pytest.raises(ModelNotFoundError) as info:
+        await replicate_service.start_training(
+            TRAINER_VERSION,
+            f"{replicate_emu.username}/missing",
+            {"input_images": "https://x/y.zip"},
+        )
+    assert "destination does not exist" in str(info.value)
+    assert replicate_emu.counts["trainings_created"] == 0
+
+
+async def test_training_invalid_input(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    destination, url = await _training_setup(replicate_service, replicate_emu)
+    with pytest.raises(InvalidInputError) as info:
+        await replicate_service.start_training(
+            TRAINER_VERSION, destination, {"input_images": url, "steps": 1}
+        )
+    assert "steps" in info.value.detail
+
+
+async def test_training_refs_are_checked_locally(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    with pytest.raises(InvalidModelError):
+        await replicate_service.start_training("ostris/flux-dev-lora-trainer", "a/b", {})
+    with pytest.raises(InvalidModelError):
+        await replicate_service.start_training(TRAINER_VERSION, "a/Bad Name", {})
+    assert replicate_emu.requests == []
+
+
+async def test_training_create_retried_after_429_only(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    destination, url = await _training_setup(replicate_service, replicate_emu)
+    replicate_emu.rate_limit_next_create(retry_after=0, count=1)
+    await replicate_service.start_training(TRAINER_VERSION, destination, {"input_images": url})
+    assert replicate_emu.counts["trainings_created"] == 1
+
+    replicate_emu.error_next("POST", r".*/trainings", 500, process=True)
+    with pytest.raises(ReplicateUnavailable):
+        await replicate_service.start_training(TRAINER_VERSION, destination, {"input_images": url})
+    assert replicate_emu.counts["trainings_created"] == 2
+    assert replicate_emu.request_count("POST", r".*/trainings") == 3
+
+
+async def test_get_unknown_training(replicate_service: ReplicateService):
+    with pytest.raises(NotFoundError) as info:
+        await replicate_service.get_training("nope")
+    assert not isinstance(info.value, ModelNotFoundError)
+
+
+async def test_training_webhook_delivery_verifies_with_service_secret(
+    replicate_service: ReplicateService,
+    replicate_emu: ReplicateEmulator,
+    webhook_receiver: WebhookReceiver,
+):
+    webhook_receiver.statuses = [500]  # the first delivery is retried
+    destination, url = await _training_setup(replicate_service, replicate_emu)
+    state = await replicate_service.start_training(
+        TRAINER_VERSION,
+        destination,
+        {"input_images": url, "steps": 20},
+        webhook=webhook_receiver.url,
+    )
+    assert replicate_emu.requests[-1][2]["webhook_events_filter"] == ["completed"]
+    await webhook_receiver.wait_for(lambda: len(webhook_receiver.received) >= 2)
+
+    secret = await replicate_service.webhook_secret()
+    first, second = webhook_receiver.received[:2]
+    assert first[0]["webhook-id"] == second[0]["webhook-id"]  # a retry keeps its id
+    for headers, body in (first, second):
+        verify_webhook(headers, body, secret)
+    delivered = json.loads(second[1])
+    assert delivered["id"] == state.id and delivered["status"] == "succeeded"
+    assert delivered["output"]["version"].startswith(f"{destination}:")
+
+
+# ----------------------------------------------------------------------- pure helpers
+
+
+@pytest.mark.parametrize(
+    ("logs", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("no progress here\n", None),
+        ("flux_train_replicate:  42%|####      | 420/1000 [05:01<06:55, 1.40it/s]", (420, 1000)),
+        (
+            "Loading checkpoint shards: 100%|##########| 3/3 [00:02<00:00]\n"
+            "flux_train_replicate:   0%|          | 0/1000 [00:00<?, ?it/s]\n"
+            "flux_train_replicate:   1%|          | 10/1000 [00:07<11:40, 1.41it/s]\r"
+            "flux_train_replicate:   2%|▏         | 20/1000 [00:14<11:33, 1.41it/s]",
+            (20, 1000),
+        ),
+        (
+            "flux_train_replicate:  99%|#########9| 990/1000\n"
+            "Generating samples: 50%|#####     | 1/2 [00:01<00:01]\n",
+            (990, 1000),
+        ),
+        ("Loading checkpoint shards:  67%|######6   | 2/3 [00:01<00:00]", (2, 3)),
+        ("garbage 5/3 and 2024/01/02", None),
+    ],
+)
+def test_parse_training_progress(logs: str | None, expected: tuple[int, int] | None):
+    assert parse_training_progress(logs) == expected
+
+
+def test_parse_model_ref():
+    version = "0123456789abcdef" * 4
+    assert parse_model_ref("black-forest-labs/flux-schnell").version is None
+    ref = parse_model_ref(f"me/my_lora.v2:{version}")
+    assert (ref.owner, ref.name, ref.version) == ("me", "my_lora.v2", version)
+    assert str(ref) == f"me/my_lora.v2:{version}"
+    assert ref.model == "me/my_lora.v2"
+    for bad in ("", "x", "a/b/c", f"a/b:{version[:-1]}", "a/b:XYZ", "-a/b"):
+        with pytest.raises(InvalidModelError):
+            parse_model_ref(bad)
+
+
+def test_sniff_content_type():
+    assert sniff_content_type(b"\x89PNG\r\n\x1a\n....") == "image/png"
+    assert sniff_content_type(b"\xff\xd8\xff\xe0....") == "image/jpeg"
+    assert sniff_content_type(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
+    assert sniff_content_type(b"<html>") is None
