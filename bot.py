@@ -130,6 +130,8 @@ class BotApp:
         if self.web is not None:
             await self.web.stop()
             self.web = None
+        if self.services is not None:
+            await self.services.generations.shutdown(self.settings.shutdown_grace_seconds)
         if self.bot is not None:
             await self.bot.close()
         if self.bot_task is not None:

@@ -14,7 +14,7 @@ from discord.ext import commands
 
 from cogs._common import IdButton, Refused
 from services.errors import UserFacingError
-from services.generation import MAX_SEED, GenerationService, JobState, Outcome
+from services.generation import INTERRUPTED, MAX_SEED, GenerationService, JobState, Outcome
 from services.replicate_service import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
 from services.store import Generation
@@ -112,7 +112,7 @@ Button = discord.ui.DynamicItem[discord.ui.Button]
 
 
 class CancelButton(
-    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:cancel:(?P<id>\w+)"
+    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:cancel:(?P<id>[\w-]+)"
 ):
     action, label, style = "cancel", "Cancel", discord.ButtonStyle.danger
 
@@ -135,7 +135,7 @@ class CancelButton(
 
 
 class RerollButton(
-    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:reroll:(?P<id>\w+)"
+    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:reroll:(?P<id>[\w-]+)"
 ):
     action, label, style, emoji = "reroll", "Reroll", discord.ButtonStyle.primary, "🎲"
 
@@ -145,7 +145,7 @@ class RerollButton(
 
 
 class DetailsButton(
-    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:details:(?P<id>\w+)"
+    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:details:(?P<id>[\w-]+)"
 ):
     action, label = "details", "Details"
 
@@ -158,7 +158,7 @@ class DetailsButton(
 
 
 class DeleteButton(
-    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:delete:(?P<id>\w+)"
+    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:delete:(?P<id>[\w-]+)"
 ):
     action, label, style, emoji = "delete", "Delete", discord.ButtonStyle.danger, "🗑️"
 
@@ -361,6 +361,10 @@ class Generate(commands.Cog):
             await progress.close()
             await self._fail(interaction, exc.user_message)
             return
+        except asyncio.CancelledError:
+            await progress.close()
+            await self._fail(interaction, INTERRUPTED)
+            raise
         except Exception:
             await progress.close()
             log.exception("generation %s failed", generation.id)
@@ -370,7 +374,9 @@ class Generate(commands.Cog):
             tick.cancel()
         await progress.close()
         if outcome.result is None:
-            await self._fail(interaction, "Canceled.", icon="🛑")
+            stopped = outcome.generation
+            icon = "🛑" if stopped.status == "canceled" else "❌"
+            await self._fail(interaction, stopped.error or "Canceled.", icon=icon)
             return
         await self._post(interaction, outcome, time.monotonic() - started)
 

@@ -104,7 +104,7 @@ class TrainButton(IdButton):
 Button = discord.ui.DynamicItem[discord.ui.Button]
 
 
-class CancelTrainingButton(TrainButton, Button, template=r"train:cancel:(?P<id>\w+)"):
+class CancelTrainingButton(TrainButton, Button, template=r"train:cancel:(?P<id>[\w-]+)"):
     action, label, style = "cancel", "Cancel training", discord.ButtonStyle.danger
 
     async def run(self, interaction: discord.Interaction) -> None:
@@ -132,7 +132,7 @@ class CancelTrainingButton(TrainButton, Button, template=r"train:cancel:(?P<id>\
         await interaction.followup.send(text, ephemeral=True)
 
 
-class UseModelButton(TrainButton, Button, template=r"train:use:(?P<id>\w+)"):
+class UseModelButton(TrainButton, Button, template=r"train:use:(?P<id>[\w-]+)"):
     action, label, style, emoji = (
         "use",
         "Generate with this model",
@@ -152,7 +152,11 @@ class UseModelButton(TrainButton, Button, template=r"train:use:(?P<id>\w+)"):
 
 class PromptModal(discord.ui.Modal, title="Generate with your model"):
     prompt: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
-        label="Prompt", style=discord.TextStyle.paragraph, max_length=1000, min_length=1
+        label="Prompt",
+        custom_id="prompt",
+        style=discord.TextStyle.paragraph,
+        max_length=1000,
+        min_length=1,
     )
 
     def __init__(self, training: Training) -> None:
@@ -324,7 +328,10 @@ class Train(commands.Cog):
         try:
             await self._start(interaction, images, trigger_word, model_name, steps, folder)
         except (UserFacingError, ReplicateServiceError, ZipCheckError) as exc:
-            await interaction.edit_original_response(content=f"❌ {exc.user_message}"[:2000])
+            text = exc.user_message
+            if not text.startswith("❌"):
+                text = f"❌ {text}"
+            await interaction.edit_original_response(content=text[:2000])
         finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
 

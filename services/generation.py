@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT = 1000
+INTERRUPTED = "The bot restarted before this job finished. Please try again."
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class FairQueue:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[key] = future
         self._watchers[key] = on_position
-        await on_position(self.position(key), self.waiting)
+        self._announce()
         try:
             await future
         except asyncio.CancelledError:
@@ -156,6 +157,7 @@ class GenerationService:
         self._states: dict[str, JobState] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._last_use: dict[str, float] = {}
+        self._closing = False
 
     # -- models -----------------------------------------------------------------
 
@@ -222,6 +224,8 @@ class GenerationService:
         self.check_capacity()
 
     def check_capacity(self) -> None:
+        if self._closing:
+            raise LimitReached("The bot is restarting. Try again in a minute.", retry_after=60)
         busy = self.queue.running >= self.queue.slots
         if busy and self.queue.waiting >= self.settings.max_queued_generations:
             raise LimitReached(
@@ -307,7 +311,10 @@ class GenerationService:
         try:
             await self.queue.acquire(gen_id, on_position)
         except asyncio.CancelledError:
-            await self._finish(gen_id, state, "canceled", error="Canceled while queued.")
+            if self._closing:
+                await self._finish(gen_id, state, "failed", error=INTERRUPTED)
+            else:
+                await self._finish(gen_id, state, "canceled", error="Canceled while queued.")
             self._forget(gen_id)
             return Outcome(await self._reload(gen_id), None)
         try:
@@ -352,7 +359,10 @@ class GenerationService:
             return Outcome(await self._reload(gen_id), None)
         except asyncio.CancelledError:
             await self._cancel_remote(state)
-            await self._finish(gen_id, state, "canceled", error="Canceled.")
+            if self._closing:
+                await self._finish(gen_id, state, "failed", error=INTERRUPTED)
+            else:
+                await self._finish(gen_id, state, "canceled", error="Canceled.")
             raise
         except ReplicateServiceError as exc:
             await self._finish(gen_id, state, "failed", error=exc.user_message)
@@ -401,6 +411,24 @@ class GenerationService:
         )
         return True
 
+    async def shutdown(self, grace: float) -> None:
+        """Stop taking jobs; let running ones finish for up to ``grace`` seconds.
+
+        Jobs still waiting, and running ones past the grace period, are recorded as
+        failed (and canceled on Replicate), so nothing is left pending in the store."""
+        self._closing = True
+        for gen_id, state in list(self._states.items()):
+            if state.phase == "queued":
+                self.queue.leave(gen_id)
+        running = [t for t in self._tasks.values() if not t.done()]
+        if not running:
+            return
+        _done, pending = await asyncio.wait(running, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
     async def recover_interrupted(self) -> list[Generation]:
         """Jobs a previous process left unfinished are recorded as failed (and canceled on
         Replicate when they had started), so nobody waits forever for them."""
@@ -416,7 +444,7 @@ class GenerationService:
             await self.store.update_generation(
                 generation.id,
                 status="failed",
-                error="Interrupted by a restart of the bot.",
+                error=INTERRUPTED,
                 finished_at=_now(),
             )
             interrupted.append(await self._reload(generation.id))

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -509,7 +510,9 @@ class ReplicateService:
         while prediction.status not in TERMINAL_STATUSES:
             await asyncio.sleep(self.poll_interval)
             try:
-                prediction = await self._call(self._client.predictions.async_get(prediction.id))
+                prediction = await self._call(
+                    self._client.predictions.async_get(prediction.id), not_found=NotFoundError
+                )
             except ReplicateUnavailable:
                 failures += 1
                 if failures >= MAX_POLL_FAILURES:
@@ -744,6 +747,21 @@ class ReplicateService:
             self._client.trainings.async_cancel(training_id), not_found=NotFoundError
         )
         return self._training_state(training)
+
+    def training_state_from_payload(self, payload: Mapping[str, Any]) -> TrainingState:
+        """A webhook delivery's body is the object ``GET /v1/trainings/{id}`` returns."""
+        fields = (
+            "id",
+            "status",
+            "logs",
+            "output",
+            "error",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "metrics",
+        )
+        return self._training_state(SimpleNamespace(**{k: payload.get(k) for k in fields}))
 
     def _training_state(self, training: Any) -> TrainingState:
         progress = parse_training_progress(training.logs)

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     max_queued_generations: int = Field(default=20, ge=0, le=10000)
     generations_per_user_per_day: int = Field(default=100, ge=0)
     max_output_mb: int = Field(default=50, ge=1, le=500)
+    shutdown_grace_seconds: float = Field(default=8.0, ge=0, le=600)
 
     train_role_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     trainings_per_user_per_day: int = Field(default=3, ge=0)

@@ -785,6 +785,16 @@ class Store:
             )
             return [_to_generation(r) for r in rows]
 
+    async def recent_generations(
+        self, *, user_key: str | None = None, limit: int = 10
+    ) -> list[Generation]:
+        """Newest first; all users unless ``user_key`` is given."""
+        query = sa.select(_gen_t).order_by(_gen_t.c.created_at.desc(), _gen_t.c.id).limit(limit)
+        if user_key is not None:
+            query = query.where(_gen_t.c.user_key == user_key)
+        async with self._tx() as conn:
+            return [_to_generation(r) for r in await conn.execute(query)]
+
     # -- trainings ---------------------------------------------------------------------------
 
     async def create_training(self, t: NewTraining) -> Training:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,7 +35,7 @@ MODEL_NAME_RULE = (
     "and must start and end with a letter or digit (at most 100 characters)."
 )
 FINAL = ("succeeded", "failed", "canceled")
-WEBHOOK_EVENTS = ["start", "logs", "completed"]
+WEBHOOK_EVENTS = ("start", "logs", "completed")
 ERROR_TEXT = 300
 
 
@@ -204,6 +205,7 @@ class TrainingService:
             destination,
             training_input,
             webhook=self.webhook_url,
+            webhook_events=WEBHOOK_EVENTS,
         )
         training = await self.store.create_training(
             NewTraining(
@@ -379,8 +381,6 @@ class TrainingService:
         if not await self.store.record_webhook(webhook_id, datetime.now(UTC)):
             return "duplicate"
         try:
-            import json
-
             payload = json.loads(body)
             training_id = payload["id"]
         except (ValueError, KeyError, TypeError):
@@ -388,7 +388,8 @@ class TrainingService:
         training = await self.store.get_training_by_replicate_id(str(training_id))
         if training is None:
             return "unknown"
-        await self.apply(training, TrainingState.from_payload(payload), webhook=True)
+        state = self.replicate.training_state_from_payload(payload)
+        await self.apply(training, state, webhook=True)
         return "applied"
 
 

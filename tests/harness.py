@@ -41,6 +41,7 @@ def bot_env(
         "TRAINER_VERSION": TRAINER_VERSION,
         "GENERATE_COOLDOWN_SECONDS": "0",
         "LOG_LEVEL": "DEBUG",
+        "SHUTDOWN_GRACE_SECONDS": "0.5",
     }
     env.update(overrides)
     return env

@@ -54,6 +54,9 @@ class MiniBot(commands.Bot):
         self.errors: asyncio.Queue[Exception] = asyncio.Queue()
         self._add_commands()
 
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """discord.py waits 5 s before every IDENTIFY but the first; tests need not."""
+
     async def setup_hook(self) -> None:
         self.add_view(PressView())
         guild = discord.Object(self.guild_id)
@@ -156,6 +159,14 @@ class MiniBot(commands.Bot):
             await three.delete()
             original = await interaction.original_response()
             await original.edit(content="one!")
+
+        models = app_commands.Group(name="models", description="Model commands")
+
+        @models.command(name="show", description="Show one model")
+        async def models_show(interaction: discord.Interaction, name: str) -> None:
+            await interaction.response.send_message(f"showing {name}", ephemeral=True)
+
+        tree.add_command(models)
 
         @tree.command(description="Needs Manage Guild")
         @app_commands.default_permissions(manage_guild=True)
@@ -478,7 +489,7 @@ async def test_followups_edit_and_delete(discord_emu: DiscordEmulator, bot: Mini
     assert [m.content for m in discord_emu.messages()] == ["one!", "two!"]
 
 
-async def test_rate_limit_without_via_is_not_retried(
+async def test_rate_limit_without_via_and_server_errors(
     discord_emu: DiscordEmulator, bot: MiniBot
 ) -> None:
     emu = discord_emu
@@ -488,7 +499,11 @@ async def test_rate_limit_without_via_is_not_retried(
     with pytest.raises(discord.HTTPException) as info:
         await channel.send("x")
     assert info.value.status == 429
+    emu.fail_next("POST", r"/channels/\d+/messages", 503)  # discord.py retries only 500/502/504
+    with pytest.raises(discord.DiscordServerError):
+        await channel.send("x")
     assert emu.messages() == []
+    assert [r.status for r in emu.requests if r.method == "POST"] == [429, 503]
 
 
 async def test_replies_and_channel_rest_surface(discord_emu: DiscordEmulator, bot: MiniBot) -> None:
@@ -541,6 +556,8 @@ async def test_replies_and_channel_rest_surface(discord_emu: DiscordEmulator, bo
     assert fetched.name == "carol"
     assert {c.name for c in await bot.tree.fetch_commands()} >= {"echo", "panel"}
     assert (await bot.fetch_channel(emu.channel.id)).name == emu.channel.name
+    shards, url, _ = await bot.http.get_bot_gateway()
+    assert (shards, url) == (1, emu.gateway_url)
 
 
 async def test_privileged_intents_chunking_and_message_content(
@@ -568,3 +585,21 @@ async def test_privileged_intents_chunking_and_message_content(
         assert [m.id for m in queried] == [dave.id]
     finally:
         await _stop(bot, task)
+
+
+async def test_subcommand_reconnect_and_invalidated_session(
+    discord_emu: DiscordEmulator, bot: MiniBot
+) -> None:
+    emu = discord_emu
+    shown = await emu.slash("models show", options={"name": "flux"})
+    assert (await shown.wait_original()).content == "showing flux"
+    assert shown.data["options"] == [
+        {"name": "show", "type": 1, "options": [{"name": "name", "type": 3, "value": "flux"}]}
+    ]
+    await emu.send_reconnect()  # op 7: the client resumes by itself
+    await emu.wait_until(lambda: emu.resume_count == 1)
+    await emu.drop_gateway(code=1000, invalidate=True)  # RESUME refused: IDENTIFY again
+    await emu.wait_ready()
+    assert emu.identify_count == 2
+    again = await emu.slash("ask", options={"model": "flux-dev"})
+    assert (await again.wait_original()).content == "model flux-dev"

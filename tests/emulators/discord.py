@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import json
 import logging
@@ -45,6 +46,12 @@ from aiohttp import WSMsgType, web
 from tests.emulators.spec import SpecChecker, validation_middleware
 
 log = logging.getLogger(__name__)
+
+# Set while a REST request is handled: state changes then wake waiters only once the
+# answer is written.
+_IN_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "discord_emulator_in_request", default=False
+)
 
 T = TypeVar("T")
 
@@ -609,12 +616,21 @@ def _embed_response(embed: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _drop_none(value: Any) -> Any:
+    """Discord omits absent fields in what it returns (an emoji's ``id: null``, say)."""
+    if isinstance(value, Mapping):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
 def _components_response(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Discord numbers every component (``id``) in tree order when the sender did not."""
     counter = itertools.count(1)
 
     def convert(comp: Mapping[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in comp.items() if v is not None}
+        out = _drop_none(comp)
         if "id" not in out:
             out["id"] = next(counter)
         if "components" in out:
@@ -792,6 +808,7 @@ class _Conn:
         self.ws = ws
         self.lock = asyncio.Lock()
         self.session: GatewaySession | None = None
+        self.heartbeat_waiters: list[asyncio.Future[None]] = []
 
     async def send(self, payload: Mapping[str, Any]) -> bool:
         async with self.lock:
@@ -921,6 +938,7 @@ class DiscordEmulator:
         self._default_user: User | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._clock_offset = 0.0
+        self._inflight = 0
 
         # the application, its bot user and one guild with one channel
         self.application_id = self._ids.next()
@@ -987,6 +1005,10 @@ class DiscordEmulator:
 
     # ---------------------------------------------------------------- waiting
     async def _notify(self) -> None:
+        """Wake every waiter of the test API; inside a REST request this happens once
+        its answer has been written (see ``_outer_middleware``)."""
+        if _IN_REQUEST.get():
+            return
         async with self._changed:
             self._changed.notify_all()
 
@@ -1132,7 +1154,7 @@ class DiscordEmulator:
         """A stored attachment served at a localhost URL (a user's upload, for example)."""
         channel_id = (channel or self.channel).id
         att_id = self._ids.next()
-        url = f"{self.base_url}/attachments/{channel_id}/{att_id}/{quote(filename)}"
+        url = f"{self.base_url}/attachments/{channel_id}/{att_id}/{quote(filename, safe='')}"
         ctype = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         att = Attachment(att_id, filename, bytes(data), ctype, url, ephemeral=ephemeral)
         self._attachments[att_id] = att
@@ -1427,6 +1449,7 @@ class DiscordEmulator:
     ) -> InteractionHandle:
         if self._session is None:
             raise RuntimeError("no bot has identified on the gateway yet (await emu.wait_ready())")
+        await self._settle()
         handle.payload = self._interaction_payload(handle, locale)
         self.interactions.append(handle)
         self._by_id[handle.id] = handle
@@ -1575,6 +1598,9 @@ class DiscordEmulator:
                     value = values.pop(cid, comp.get("value") or "")
                     if comp.get("required", True) and not value:
                         raise ValueError(f"text input {cid!r} is required")
+                    lo, hi = comp.get("min_length", 0), comp.get("max_length", 4000)
+                    if value and not lo <= len(value) <= hi:
+                        raise ValueError(f"text input {cid!r} takes {lo}..{hi} characters")
                     out["value"] = value
                 else:
                     picked = values.pop(cid, [])
@@ -1625,10 +1651,21 @@ class DiscordEmulator:
 
         return await self._wait(probe, timeout, "a bot ready on the gateway")
 
+    async def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109 (the test API takes timeouts)
+    ) -> None:
+        """Until ``predicate()`` holds, re-checked on every emulator state change (e.g.
+        ``lambda: emu.resume_count == 1``)."""
+        await self._wait(lambda: True if predicate() else None, timeout, "a condition")
+
     async def drop_gateway(self, code: int = 4000, *, invalidate: bool = False) -> None:
         """Close the bot's websocket; discord.py reconnects and RESUMEs (or, with
-        ``invalidate``, is told the session is gone and IDENTIFYs again). Events sent
-        meanwhile are queued and replayed on resume."""
+        ``invalidate``, is told the session is gone and IDENTIFYs again: discord.py's
+        ``Client.before_identify_hook`` sleeps 5 s first unless the bot overrides it).
+        Events sent meanwhile are queued and replayed on resume; after ``invalidate``
+        there is no session until the new IDENTIFY."""
         session = self._session
         if session is None or session.ws is None:
             raise RuntimeError("no gateway connection to drop")
@@ -1646,6 +1683,30 @@ class DiscordEmulator:
             raise RuntimeError("no gateway connection")
         conn = next(c for c in self._conns if c.ws is session.ws)
         await conn.send({"op": 7, "d": None, "s": None, "t": None})
+
+    async def _settle(self) -> None:
+        """Let the bot digest the answers it already got before a user acts again.
+
+        In a test the "user" reacts within microseconds, where a person needs to see
+        the message first: a click could reach the bot before the bot has handled the
+        answer that registered the clicked view (with the bot in the same event loop,
+        a matter of a few loop turns). So wait for the bot's REST calls in flight, then
+        for a gateway round trip (op 1 "heartbeat now", answered by the client's op 1)."""
+        with contextlib.suppress(TimeoutError):
+            await self._wait(lambda: True if self._inflight == 0 else None, 5.0, "REST calls")
+        session = self._session
+        conn = None if session is None else self._conn_of(session.ws)
+        if conn is None:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        conn.heartbeat_waiters.append(fut)
+        if await conn.send({"op": 1, "d": None, "s": None, "t": None}):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await fut
+
+    def _conn_of(self, ws: web.WebSocketResponse | None) -> _Conn | None:
+        return next((c for c in self._conns if ws is not None and c.ws is ws), None)
 
     async def dispatch(
         self, event: str, data: Mapping[str, Any], intent: int | None = None
@@ -1683,6 +1744,7 @@ class DiscordEmulator:
         await ws.prepare(request)
         conn = _Conn(ws)
         self._conns.add(conn)
+        log.debug("gateway: connection %x opened", id(ws))
         await conn.send(
             {
                 "op": 10,
@@ -1698,6 +1760,7 @@ class DiscordEmulator:
                 elif msg.type is WSMsgType.ERROR:
                     break
         finally:
+            log.debug("gateway: connection %x closed (code %s)", id(ws), ws.close_code)
             self._conns.discard(conn)
             session = conn.session
             if session is not None and session.ws is ws:
@@ -1710,7 +1773,12 @@ class DiscordEmulator:
     async def _on_gateway(self, conn: _Conn, msg: dict[str, Any]) -> None:
         op, data = msg.get("op"), msg.get("d")
         self.gateway_received.append(msg)
+        log.debug("gateway: connection %x sent op %s", id(conn.ws), op)
         if op == 1:
+            for fut in conn.heartbeat_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            conn.heartbeat_waiters.clear()
             await conn.send({"op": 11, "d": None, "s": None, "t": None})
         elif op == 2:
             await self._identify(conn, data or {})
@@ -1911,8 +1979,21 @@ class DiscordEmulator:
             request.method, request.path[len(API_PREFIX) :], dict(request.query), time.monotonic()
         )
         self.requests.append(record)
-        response = await handler(request)
-        record.status = response.status
+        token = _IN_REQUEST.set(True)
+        self._inflight += 1
+        try:
+            response = await handler(request)
+            record.status = response.status
+            # Put the answer on the wire before waking the test: a test that reacts to
+            # this change (say, clicks a button the bot just added) must not overtake the
+            # answer that tells the bot about it, as no Discord user could.
+            with contextlib.suppress(ConnectionError):
+                await response.prepare(request)
+                await response.write_eof()
+        finally:
+            _IN_REQUEST.reset(token)
+            self._inflight -= 1
+            await self._notify()
         return response
 
     @web.middleware
@@ -1980,6 +2061,8 @@ class DiscordEmulator:
         r = app.router
         r.add_get("/gateway", self._gateway)
         r.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._download)
+        r.add_get(p + "/gateway", self._get_gateway)
+        r.add_get(p + "/gateway/bot", self._get_gateway)
         r.add_get(p + "/users/@me", self._get_me)
         r.add_get(p + "/users/{user_id}", self._get_user)
         r.add_get(p + "/oauth2/applications/@me", self._get_application)
@@ -2049,6 +2132,14 @@ class DiscordEmulator:
             raise DiscordAPIError(400, 50109, "The request body contains invalid JSON.") from exc
 
     # -- users / application ---------------------------------------------------
+    async def _get_gateway(self, request: web.Request) -> web.Response:
+        """``GET /gateway`` and ``/gateway/bot`` (an AutoShardedBot asks for the latter)."""
+        if not request.path.endswith("/bot"):
+            return _json_response({"url": self.gateway_url})
+        self._require_bot(request)
+        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+        return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+
     async def _get_me(self, request: web.Request) -> web.Response:
         self._require_bot(request)
         return _json_response(

@@ -152,14 +152,19 @@ class SpecChecker:
         branches: dict[Any, list[Any]] = {}
         for sub in error.context:
             branches.setdefault(sub.relative_schema_path[0], []).append(sub)
-        best: list[str] | None = None
+        best: list[str] = []
+        best_rank: tuple[int, int] | None = None
         for index, subs in branches.items():
             left = [d for sub in subs for d in self._unknown(method, path, kind, name, sub)]
             if not left:
                 return []
-            if best is None or len(left) < len(best):
+            # Report the branch the value got furthest into (its shallowest error is the
+            # deepest), as jsonschema's best_match does for anyOf/oneOf.
+            rank = (min(len(sub.absolute_path) for sub in subs), -len(left))
+            if best_rank is None or rank > best_rank:
+                best_rank = rank
                 best = [f"{error.validator}[{index}]: {d}" for d in left]
-        return [detail, *(best or [])]
+        return [detail, *best]
 
     def _record(self, method: str, path: str, kind: str, errors: list[Exception]) -> None:
         for err in errors:
