@@ -122,8 +122,9 @@ class Settings(BaseSettings):
 
     @field_validator("discord_token", "replicate_api_token")
     @classmethod
-    def _not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # None only where the token is optional (see load_settings(require_discord=False)).
+        if value is not None and not value.get_secret_value().strip():
             raise ValueError("is empty")
         return value
 
@@ -183,15 +184,21 @@ def _describe(err: ValidationError) -> str:
 
 
 def load_settings(
-    env: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env"
+    env: Mapping[str, str] | None = None,
+    *,
+    env_file: str | Path | None = ".env",
+    require_discord: bool = True,
 ) -> Settings:
     """Read and validate the settings.
 
     ``env`` replaces the process environment (tests); ``env_file=None`` ignores ``.env``.
+    ``require_discord=False`` (the web server alone, ``--http-only``) makes
+    ``DISCORD_TOKEN`` optional: ``settings.discord_token`` may then be ``None``.
     """
     try:
         if env is None:
-            return Settings(_env_file=env_file)  # type: ignore[call-arg]
+            cls = Settings if require_discord else _SettingsWithoutDiscord
+            return cls(_env_file=env_file)  # type: ignore[call-arg]
         data = {k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
         if env_file is not None and Path(env_file).is_file():
             from dotenv import dotenv_values
@@ -202,6 +209,8 @@ def load_settings(
                 if v is not None and k.lower() in Settings.model_fields
             }
             data = {**file_values, **data}
+        if not require_discord:
+            return _SettingsFromDictWithoutDiscord(**data)
         return _SettingsFromDict(**data)
     except ValidationError as err:
         raise SettingsError(_describe(err)) from None
@@ -213,6 +222,16 @@ class _SettingsFromDict(Settings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def, override]
         return (init_settings,)
+
+
+class _SettingsWithoutDiscord(Settings):
+    """Settings of the web server alone: no Discord token needed."""
+
+    discord_token: SecretStr | None = None  # type: ignore[assignment]
+
+
+class _SettingsFromDictWithoutDiscord(_SettingsFromDict):
+    discord_token: SecretStr | None = None  # type: ignore[assignment]
 
 
 def configure_logging(level: str, secrets: list[str]) -> None:

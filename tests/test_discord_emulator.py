@@ -532,13 +532,18 @@ async def test_replies_and_channel_rest_surface(discord_emu: DiscordEmulator, bo
     embed.timestamp = discord.utils.utcnow()
     view = discord.ui.View(timeout=None)
     view.add_item(discord.ui.Button(label="link", url="https://example.com"))
+    view.add_item(discord.ui.Button(label="dice", emoji="🎲", custom_id="dice"))
     view.add_item(discord.ui.Select(custom_id="pick", options=[discord.SelectOption(label="a")]))
     sent = await channel.send(
         embed=embed, view=view, file=discord.File(io.BytesIO(b"png"), "a.png")
     )
     stored = emu.message(sent.id)
     assert stored.embeds[0]["title"] == "t" and stored.attachments == [("a.png", b"png")]
-    assert [(c.type, c.custom_id) for c in stored.components] == [(2, None), (3, "pick")]
+    assert [(c.type, c.custom_id) for c in stored.components] == [
+        (2, None),
+        (2, "dice"),
+        (3, "pick"),
+    ]
     picked = await emu.select(stored, "pick", ["a"], user=carol)
     assert picked.data["values"] == ["a"]
 

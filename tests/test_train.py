@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.emulators.discord import DiscordEmulator, Message
+from tests.emulators.discord import Channel, DiscordEmulator, InteractionHandle, Message, User
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness
 from tests.helpers import zips
@@ -46,12 +46,12 @@ async def start_training(
     discord_emu: DiscordEmulator,
     tmp_path: Path,
     *,
-    user=None,  # noqa: ANN001
-    channel=None,  # noqa: ANN001
+    user: User | None = None,
+    channel: Channel | None = None,
     model_name: str = "my-dog",
     trigger_word: str = "RUFUS",
     steps: int = 100,
-):  # noqa: ANN201
+) -> InteractionHandle:
     handle = await discord_emu.slash(
         "train",
         user=user,

@@ -153,14 +153,17 @@ class SpecChecker:
         for sub in error.context:
             branches.setdefault(sub.relative_schema_path[0], []).append(sub)
         best: list[str] = []
-        best_rank: tuple[int, int] | None = None
+        best_rank: tuple[int, int, int] | None = None
         for index, subs in branches.items():
             left = [d for sub in subs for d in self._unknown(method, path, kind, name, sub)]
             if not left:
                 return []
             # Report the branch the value got furthest into (its shallowest error is the
-            # deepest), as jsonschema's best_match does for anyOf/oneOf.
-            rank = (min(len(sub.absolute_path) for sub in subs), -len(left))
+            # deepest), as jsonschema's best_match does for anyOf/oneOf; a bare
+            # {type: null} branch is the least likely meant.
+            depth = min(len(sub.absolute_path) for sub in subs)
+            null = any((sub.validator, sub.validator_value) == ("type", "null") for sub in subs)
+            rank = (depth, -int(null), -len(left))
             if best_rank is None or rank > best_rank:
                 best_rank = rank
                 best = [f"{error.validator}[{index}]: {d}" for d in left]

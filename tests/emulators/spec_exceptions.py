@@ -88,6 +88,19 @@ EXCEPTIONS.extend(
         ),
         KnownException(
             service="discord",
+            method="*",
+            path=r"/(webhooks/\d+/[^/]+(/messages/[^/]+)?|channels/\d+/messages(/\d+)?"
+            r"|interactions/\d+/[^/]+/callback)",
+            kind="request",
+            message=r"\AInvalidRequestBody: \d+ is not of type 'string' "
+            r"at \[('data', )?'allowed_mentions', '(users|roles)', \d+\]\Z",
+            reason=(
+                "discord.py's AllowedMentions.to_dict() lists user and role ids as JSON "
+                "integers, the document types them as snowflake strings; Discord accepts both"
+            ),
+        ),
+        KnownException(
+            service="discord",
             method="POST",
             path=r"/channels/\d+/messages",
             kind="request",
