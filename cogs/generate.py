@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -29,6 +29,8 @@ EDIT_INTERVAL = 1.5
 TICK_INTERVAL = 3.0
 """How often the elapsed time of a running job is refreshed."""
 REQUEST_LIMIT = 25 * 1024 * 1024
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+"""Discord's per-file limit when no interaction says otherwise."""
 EMBED_PROMPT = 1000
 
 
@@ -196,7 +198,7 @@ def details_text(generation: Generation) -> str:
     return "\n".join(lines)[:2000]
 
 
-def result_embed(outcome: Outcome, requester: discord.abc.User, took: float) -> discord.Embed:
+def result_embed(outcome: Outcome, took: float | None) -> discord.Embed:
     generation = outcome.generation
     prompt = generation.prompt
     if len(prompt) > EMBED_PROMPT:
@@ -205,8 +207,10 @@ def result_embed(outcome: Outcome, requester: discord.abc.User, took: float) -> 
     embed.add_field(name="Model", value=f"`{generation.model[:200]}`", inline=False)
     embed.add_field(name="Seed", value=str(generation.seed))
     embed.add_field(name="Aspect ratio", value=str(generation.params.get("aspect_ratio")))
-    embed.add_field(name="Time", value=f"{took:.1f} s")
-    embed.add_field(name="Requested by", value=requester.mention)
+    if took is not None:
+        embed.add_field(name="Time", value=f"{took:.1f} s")
+    if generation.user_id is not None:
+        embed.add_field(name="Requested by", value=f"<@{generation.user_id}>")
     if generation.params.get("trigger_prepended"):
         embed.add_field(
             name="Trigger word", value=f"`{generation.params.get('trigger_word')}` was added"
@@ -214,6 +218,13 @@ def result_embed(outcome: Outcome, requester: discord.abc.User, took: float) -> 
     if any(image.reencoded for image in outcome.images):
         embed.set_footer(text="Some images were re-encoded to fit Discord's upload limit.")
     return embed
+
+
+def result_files(outcome: Outcome) -> list[discord.File]:
+    return [
+        discord.File(io.BytesIO(image.data), filename=f"{index}-{image.filename}")
+        for index, image in enumerate(outcome.images)
+    ]
 
 
 def result_view(gen_id: str) -> discord.ui.View:
@@ -233,6 +244,7 @@ def progress_view(gen_id: str) -> discord.ui.View:
 class Generate(commands.Cog):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
+        self._recovery: asyncio.Task[None] | None = None
 
     @property
     def service(self) -> GenerationService:
@@ -240,6 +252,14 @@ class Generate(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(CancelButton, RerollButton, DetailsButton, DeleteButton)
+        interrupted = await self.service.interrupted_jobs()
+        if interrupted:
+            log.info("resuming %d generations left by a previous run", len(interrupted))
+            self._recovery = asyncio.create_task(self._recover(interrupted))
+
+    async def cog_unload(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
 
     @app_commands.command(name="generate", description="Generate images from a prompt")
     @app_commands.describe(
@@ -381,14 +401,11 @@ class Generate(commands.Cog):
         await self._post(interaction, outcome, time.monotonic() - started)
 
     async def _post(self, interaction: discord.Interaction, outcome: Outcome, took: float) -> None:
-        embed = result_embed(outcome, interaction.user, took)
+        embed = result_embed(outcome, took)
         view = result_view(outcome.generation.id)
 
         def files() -> list[discord.File]:
-            return [
-                discord.File(io.BytesIO(image.data), filename=f"{index}-{image.filename}")
-                for index, image in enumerate(outcome.images)
-            ]
+            return result_files(outcome)
 
         message: discord.Message | None = None
         if not interaction.is_expired():
@@ -402,7 +419,14 @@ class Generate(commands.Cog):
             except discord.HTTPException as exc:
                 log.info("could not edit the response of %s: %s", interaction.id, exc)
         if message is None:
-            message = await self._post_to_channel(interaction, embed, files(), view)
+            message = await self._post_to_channel(
+                interaction.channel_id,
+                outcome.generation.user_id,
+                f"{interaction.user.mention}, your images are ready.",
+                embed=embed,
+                files=files(),
+                view=view,
+            )
         if message is not None:
             await self.service.store.update_generation(
                 outcome.generation.id, result_message_id=message.id
@@ -410,28 +434,67 @@ class Generate(commands.Cog):
 
     async def _post_to_channel(
         self,
-        interaction: discord.Interaction,
-        embed: discord.Embed,
-        files: list[discord.File],
-        view: discord.ui.View,
+        channel_id: int | None,
+        user_id: int | None,
+        content: str,
+        **kwargs: Any,
     ) -> discord.Message | None:
-        """The interaction token has expired (a long queue): post as an ordinary message."""
-        channel = interaction.channel
-        if channel is None or not hasattr(channel, "send"):
+        """Post as an ordinary channel message, pinging only the requester: for results
+        that outlived the interaction token (a long queue, a restart)."""
+        if channel_id is None:
             return None
         try:
+            channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+            users = [discord.Object(user_id)] if user_id else False
             return await channel.send(  # type: ignore[union-attr]
-                content=f"{interaction.user.mention}, your images are ready.",
-                embed=embed,
-                files=files,
-                view=view,
-                allowed_mentions=discord.AllowedMentions(
-                    everyone=False, roles=False, users=[interaction.user]
-                ),
+                content[:2000],
+                allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=users),
+                **kwargs,
             )
         except discord.HTTPException as exc:
-            log.warning("could not post results in channel %s: %s", interaction.channel_id, exc)
+            log.warning("could not post in channel %s: %s", channel_id, exc)
             return None
+
+    async def _recover(self, interrupted: list[Generation]) -> None:
+        """Finish what a previous process left: post the images of predictions that
+        finished meanwhile, and tell the requester about jobs that cannot be finished."""
+        await self.bot.wait_until_ready()
+        await asyncio.gather(*(self._recover_one(g) for g in interrupted))
+
+    async def _recover_one(self, generation: Generation) -> None:
+        try:
+            outcome = await self.service.resume(
+                generation, size_limit=DEFAULT_UPLOAD_LIMIT, total_limit=REQUEST_LIMIT - 512 * 1024
+            )
+        except Exception:
+            log.exception("could not recover generation %s", generation.id)
+            return
+        mention = f"<@{generation.user_id}>" if generation.user_id else ""
+        if outcome.result is not None:
+            message = await self._post_to_channel(
+                generation.channel_id,
+                generation.user_id,
+                f"{mention} your images are ready (the bot restarted while they were made).",
+                embed=result_embed(outcome, None),
+                files=result_files(outcome),
+                view=result_view(generation.id),
+            )
+            if message is not None:
+                await self.service.store.update_generation(
+                    generation.id, result_message_id=message.id
+                )
+            return
+        stopped = outcome.generation
+        prompt = discord.utils.escape_markdown(stopped.prompt[:200])
+        view = discord.ui.View(timeout=None)
+        view.add_item(RerollButton(generation.id))
+        await self._post_to_channel(
+            generation.channel_id,
+            generation.user_id,
+            f"{mention} your images for “{prompt}” could not be made: {stopped.error} "
+            "Press Reroll to try again.",
+            view=view,
+        )
 
     async def _fail(self, interaction: discord.Interaction, text: str, icon: str = "❌") -> None:
         content = f"{icon} {text}"[:2000]

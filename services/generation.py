@@ -372,21 +372,54 @@ class GenerationService:
                 gen_id, state, "failed", error=f"Internal error ({type(exc).__name__})"
             )
             raise
+        state.phase = "done"
+        return await self._succeed(generation, result, size_limit, total_limit)
+
+    async def _succeed(
+        self, generation: Generation, result: GenerationResult, size_limit: int, total_limit: int
+    ) -> Outcome:
         per_image = max(8 * 1024, min(size_limit, total_limit // max(1, len(result.images))))
         images = [
             await asyncio.to_thread(fit_image, image.data, image.filename, per_image)
             for image in result.images
         ]
+        seed = result.seed if result.seed is not None else generation.params.get("seed")
         await self.store.update_generation(
-            gen_id,
+            generation.id,
             status="succeeded",
-            seed=result.seed if result.seed is not None else params.get("seed"),
+            seed=seed,
             prediction_id=result.prediction_id,
             predict_time=result.predict_time,
             finished_at=_now(),
         )
-        state.phase = "done"
-        return Outcome(await self._reload(gen_id), result, images)
+        return Outcome(await self._reload(generation.id), result, images)
+
+    async def interrupted_jobs(self) -> list[Generation]:
+        """Jobs a previous process left queued or running (call before taking new work)."""
+        return [g for g in await self.store.unfinished_generations() if g.id not in self._states]
+
+    async def resume(self, generation: Generation, *, size_limit: int, total_limit: int) -> Outcome:
+        """Finish a job a previous process started: follow its prediction to the end, or,
+        if it never reached Replicate, record it as failed. Outcome.result is None when
+        there are no images; the stored generation then says why."""
+        if not generation.prediction_id:
+            await self.store.update_generation(
+                generation.id, status="failed", error=INTERRUPTED, finished_at=_now()
+            )
+            return Outcome(await self._reload(generation.id), None)
+        try:
+            result = await self.replicate.resume(generation.prediction_id)
+        except GenerationCanceled:
+            await self.store.update_generation(
+                generation.id, status="canceled", error="Canceled.", finished_at=_now()
+            )
+            return Outcome(await self._reload(generation.id), None)
+        except ReplicateServiceError as exc:
+            await self.store.update_generation(
+                generation.id, status="failed", error=exc.user_message, finished_at=_now()
+            )
+            return Outcome(await self._reload(generation.id), None)
+        return await self._succeed(generation, result, size_limit, total_limit)
 
     async def cancel(self, gen_id: str) -> bool:
         """Cancel a queued or running job. True if something was canceled."""
@@ -428,27 +461,6 @@ class GenerationService:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
-
-    async def recover_interrupted(self) -> list[Generation]:
-        """Jobs a previous process left unfinished are recorded as failed (and canceled on
-        Replicate when they had started), so nobody waits forever for them."""
-        interrupted = []
-        for generation in await self.store.unfinished_generations():
-            if generation.id in self._states:
-                continue
-            if generation.prediction_id:
-                try:
-                    await self.replicate.cancel_prediction(generation.prediction_id)
-                except ReplicateServiceError as exc:
-                    log.warning("could not cancel %s: %s", generation.prediction_id, exc)
-            await self.store.update_generation(
-                generation.id,
-                status="failed",
-                error=INTERRUPTED,
-                finished_at=_now(),
-            )
-            interrupted.append(await self._reload(generation.id))
-        return interrupted
 
     async def _cancel_remote(self, state: JobState) -> None:
         if state.prediction_id:

@@ -494,6 +494,29 @@ class ReplicateService:
                 what=f"prediction for {ref.model}",
             )
         log.info("prediction %s created for %s (%s)", prediction.id, ref, prediction.status)
+        return await self._follow(prediction, inputs, str(ref), on_progress)
+
+    async def resume(
+        self,
+        prediction_id: str,
+        *,
+        on_progress: Callable[[Progress], Awaitable[None]] | None = None,
+    ) -> GenerationResult:
+        """Follow a prediction created earlier (by a process that has since died) to its
+        end, and return its images like :meth:`generate`."""
+        prediction = await self._call(
+            self._client.predictions.async_get(prediction_id), not_found=NotFoundError
+        )
+        inputs = dict(prediction.input or {})
+        return await self._follow(prediction, inputs, str(prediction.model), on_progress)
+
+    async def _follow(
+        self,
+        prediction: Any,
+        inputs: Mapping[str, Any],
+        model: str,
+        on_progress: Callable[[Progress], Awaitable[None]] | None,
+    ) -> GenerationResult:
         started = time.monotonic()
 
         async def report(status: str) -> None:
@@ -543,7 +566,7 @@ class ReplicateService:
             images=images,
             seed=self._seed(inputs, prediction.logs),
             prediction_id=prediction.id,
-            model=str(ref),
+            model=model,
             created_at=created,
             started_at=started_at,
             completed_at=completed,

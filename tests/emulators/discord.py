@@ -684,6 +684,7 @@ class InteractionHandle:
         self.parent = parent
         self.name = name
         self.created = time.monotonic()
+        self.sent: float | None = None  # monotonic time the INTERACTION_CREATE went out
         self.created_on_clock = emu.clock()
         self.payload: dict[str, Any] = {}
         self.callback: Callback | None = None
@@ -1445,15 +1446,17 @@ class DiscordEmulator:
         return payload
 
     async def _send_interaction(
-        self, handle: InteractionHandle, locale: str = "en-US"
+        self, handle: InteractionHandle, locale: str = "en-US", *, settle: bool = True
     ) -> InteractionHandle:
         if self._session is None:
             raise RuntimeError("no bot has identified on the gateway yet (await emu.wait_ready())")
-        await self._settle()
+        if settle:
+            await self._settle()
         handle.payload = self._interaction_payload(handle, locale)
         self.interactions.append(handle)
         self._by_id[handle.id] = handle
         self._by_token[handle.token] = handle
+        handle.sent = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", handle.payload)
         return handle
 
@@ -1467,10 +1470,12 @@ class DiscordEmulator:
         channel: Channel | int | None = None,
         attachment_size_limit: int | None = None,
         locale: str = "en-US",
+        settle: bool = True,
     ) -> InteractionHandle:
         """Run ``/command`` (or ``"command sub"``) as ``user``. Option types, choices and
         limits come from the synced definition; ``attachments`` maps attachment options
-        to ``(filename, bytes)`` uploads."""
+        to ``(filename, bytes)`` uploads. ``settle=False`` sends at once, without waiting
+        for the bot's REST calls in flight (many users at once, as in a load test)."""
         user = self._user(user)
         chan = self._channel(channel)
         given = dict(options or {})
@@ -1486,7 +1491,7 @@ class DiscordEmulator:
             attachment_size_limit=attachment_size_limit or self.attachment_size_limit,
             name=f"/{command}",
         )
-        return await self._send_interaction(handle, locale)
+        return await self._send_interaction(handle, locale, settle=settle)
 
     async def autocomplete(
         self,
