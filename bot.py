@@ -1,4 +1,5 @@
-"""Entry point: ``python bot.py`` runs the Discord bot (and its web server when enabled).
+"""Entry point: ``python bot.py`` runs the Discord bot (and its web server when enabled);
+``python bot.py --http-only`` runs the web server alone, without a Discord token.
 
 Shared resources (one aiohttp session, the Replicate service, the store) are built in
 :func:`main` and passed into the bot, as in discord.py's ``advanced_startup`` example.
@@ -6,7 +7,9 @@ Shared resources (one aiohttp session, the Replicate service, the store) are bui
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +27,7 @@ from cogs._common import BotTree
 from services.app import Services, build_services
 from services.discord_endpoints import point_discord_at
 from services.settings import Settings, SettingsError, configure_logging, load_settings
-from services.web import WebServer, create_web_app
+from services.web import WebServer, WebServerError, create_web_app
 
 log = logging.getLogger("bot")
 
@@ -90,15 +93,19 @@ def create_bot(services: Services) -> ImageBot:
 class BotApp:
     """Everything one process runs: the shared services and the bot on top of them.
 
-    ``python bot.py`` and the tests both start the bot through this class."""
+    ``python bot.py`` and the tests both start the bot through this class. With
+    ``http_only`` there is no bot: the web server always runs, and trainings are tracked
+    here instead of by the training cog."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, http_only: bool = False) -> None:
         self.settings = settings
+        self.http_only = http_only
         self.http: aiohttp.ClientSession | None = None
         self.services: Services | None = None
         self.bot: ImageBot | None = None
         self.bot_task: asyncio.Task[None] | None = None
         self.web: WebServer | None = None
+        self.tracker_task: asyncio.Task[None] | None = None
 
     def discord_connected(self) -> bool | None:
         if self.bot is None:
@@ -109,13 +116,19 @@ class BotApp:
         self.http = aiohttp.ClientSession()
         try:
             self.services = await build_services(self.settings, self.http)
-            if self.settings.web_enabled:
+            if self.settings.web_enabled or self.http_only:
                 self.web = WebServer(
                     create_web_app(self.services, discord_status=self.discord_connected),
                     self.settings.http_host,
                     self.settings.web_port,
                 )
                 await self.web.start()
+            if self.http_only:
+                self.tracker_task = asyncio.create_task(
+                    self.services.trainings.run_tracker(), name="training-tracker"
+                )
+                return
+            assert self.settings.discord_token is not None
             self.bot = create_bot(self.services)
             await self.bot.__aenter__()
             self.bot_task = asyncio.create_task(
@@ -130,6 +143,11 @@ class BotApp:
         if self.web is not None:
             await self.web.stop()
             self.web = None
+        if self.tracker_task is not None:
+            self.tracker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.tracker_task
+            self.tracker_task = None
         if self.services is not None:
             await self.services.generations.shutdown(self.settings.shutdown_grace_seconds)
         if self.bot is not None:
@@ -146,13 +164,23 @@ class BotApp:
             self.http = None
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, *, http_only: bool = False) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = BotApp(settings)
-    await app.start()
+    app = BotApp(settings, http_only=http_only)
+    try:
+        await app.start()
+    except WebServerError as err:
+        print(f"Configuration error: {err}", file=sys.stderr)
+        return 2
+    if http_only:
+        await stop.wait()
+        log.info("shutting down")
+        await app.close()
+        log.info("stopped cleanly")
+        return 0
     assert app.bot_task is not None
     stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
@@ -177,18 +205,31 @@ async def run(settings: Settings) -> int:
     return 0
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Replicate image bot for Discord, with its HTTP API and webhook receiver."
+    )
+    parser.add_argument(
+        "--http-only",
+        action="store_true",
+        help="run the web server alone (HTTP API, webhooks, health), without Discord; "
+        "DISCORD_TOKEN is not needed. Listens on HTTP_HOST:HTTP_PORT (default 8080).",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(require_discord=not args.http_only)
     except SettingsError as err:
         print(f"Configuration error: {err}", file=sys.stderr)
         return 2
+    secrets = [settings.discord_token, settings.replicate_api_token, settings.api_token]
     configure_logging(
-        settings.log_level,
-        [settings.discord_token.get_secret_value(), settings.replicate_api_token.get_secret_value()]
-        + ([settings.api_token.get_secret_value()] if settings.api_token else []),
+        settings.log_level, [secret.get_secret_value() for secret in secrets if secret is not None]
     )
-    return asyncio.run(run(settings))
+    return asyncio.run(run(settings, http_only=args.http_only))
 
 
 if __name__ == "__main__":

@@ -60,13 +60,18 @@ ERROR_TEXT_LIMIT = 300
 # A Retry-After longer than this is not slept through: the caller hears about the 429.
 MAX_RETRY_WAIT = 60.0
 # Polling a prediction is idempotent; this many consecutive failed polls end the wait.
-MAX_POLL_FAILURES = 3
+POLL_OUTAGE_LIMIT = 60.0
+"""Seconds of failed polls in a row after which a prediction is given up as unreachable:
+the job is paid for, so a short outage of Replicate must not lose its images."""
+MAX_POLL_BACKOFF = 5.0
 # The hardware named when creating a destination model for a LoRA training; Replicate
 # replaces it with the trainer's own hardware when the trained version is pushed.
 DESTINATION_HARDWARE = "gpu-t4"
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-_MODEL_REF = re.compile(rf"^(?P<owner>{_NAME})/(?P<name>{_NAME})(?::(?P<version>[0-9a-f]{{64}}))?$")
+MODEL_REF = re.compile(rf"^(?P<owner>{_NAME})/(?P<name>{_NAME})(?::(?P<version>[0-9a-f]{{64}}))?$")
+"""``owner/name`` or ``owner/name:<64 hex version>``, as Replicate names models."""
+OWNER = re.compile(rf"^{_NAME}$")
 _FULL_VERSION = re.compile(rf"^{_NAME}/{_NAME}:[0-9a-f]{{64}}$")
 _SEED = re.compile(r"Using seed:\s*(-?\d+)")
 # tqdm-like progress: "label:  42%|####      | 420/1000 [05:01<06:55, 1.40it/s]"
@@ -267,7 +272,7 @@ class TrainingState:
 
 def parse_model_ref(ref: str) -> ModelRef:
     """Split ``owner/name`` or ``owner/name:<64 hex version>``."""
-    match = _MODEL_REF.fullmatch(ref.strip()) if isinstance(ref, str) else None
+    match = MODEL_REF.fullmatch(ref.strip()) if isinstance(ref, str) else None
     if not match:
         raise InvalidModelError(f"invalid model reference: {str(ref)[:100]!r}")
     return ModelRef(match["owner"], match["name"], match["version"])
@@ -376,6 +381,7 @@ class ReplicateService:
         max_output_bytes: int = 50 * 1024 * 1024,
         request_timeout: float = 30.0,
         max_create_retries: int = 3,
+        outage_limit: float = POLL_OUTAGE_LIMIT,
     ) -> None:
         if not api_token:
             raise ValueError("a Replicate API token is required")
@@ -385,6 +391,7 @@ class ReplicateService:
         self.max_output_bytes = max_output_bytes
         self.request_timeout = request_timeout
         self.max_create_retries = max_create_retries
+        self.outage_limit = outage_limit
         self._timeout = httpx.Timeout(request_timeout, connect=min(10.0, request_timeout))
         # The transport is ours so that aclose() can release its connections; the
         # client wraps it in its retry transport (GETs on 429/503/504 only).
@@ -530,19 +537,23 @@ class ReplicateService:
         await report(prediction.status)
         last_status = prediction.status
         failures = 0
+        outage_since: float | None = None
         while prediction.status not in TERMINAL_STATUSES:
-            await asyncio.sleep(self.poll_interval)
+            delay = min(MAX_POLL_BACKOFF, self.poll_interval * (1 + failures))
+            await asyncio.sleep(delay)
             try:
                 prediction = await self._call(
                     self._client.predictions.async_get(prediction.id), not_found=NotFoundError
                 )
             except ReplicateUnavailable:
+                now = time.monotonic()
+                outage_since = outage_since or now
                 failures += 1
-                if failures >= MAX_POLL_FAILURES:
+                if now - outage_since >= self.outage_limit:
                     raise
                 log.warning("poll %d of prediction %s failed", failures, prediction.id)
                 continue
-            failures = 0
+            failures, outage_since = 0, None
             if prediction.status != last_status:
                 log.debug("prediction %s: %s", prediction.id, prediction.status)
                 last_status = prediction.status

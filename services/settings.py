@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.replicate_service import MODEL_REF, OWNER
+
 DEFAULT_TRAINER_VERSION = (
     "ostris/flux-dev-lora-trainer:e440909d3512c31646ee2e0c7d6f6f4923224863a6a10c494606e79fb5844497"
 )
@@ -61,6 +63,7 @@ class Settings(BaseSettings):
     replicate_api_token: SecretStr
     replicate_base_url: str | None = None
     replicate_owner: str | None = None
+    replicate_outage_seconds: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
 
     database_url: str = "sqlite:///data/bot.sqlite3"
     log_level: str = "INFO"
@@ -68,12 +71,12 @@ class Settings(BaseSettings):
     generate_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["black-forest-labs/flux-schnell"]
     )
-    generate_cooldown_seconds: float = Field(default=10.0, ge=0)
+    generate_cooldown_seconds: float = Field(default=10.0, ge=0, le=86400, allow_inf_nan=False)
     max_concurrent_generations: int = Field(default=4, ge=1, le=1000)
     max_queued_generations: int = Field(default=20, ge=0, le=10000)
     generations_per_user_per_day: int = Field(default=100, ge=0)
     max_output_mb: int = Field(default=50, ge=1, le=500)
-    shutdown_grace_seconds: float = Field(default=8.0, ge=0, le=600)
+    shutdown_grace_seconds: float = Field(default=8.0, ge=0, le=600, allow_inf_nan=False)
 
     train_role_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     trainings_per_user_per_day: int = Field(default=3, ge=0)
@@ -82,8 +85,8 @@ class Settings(BaseSettings):
     max_train_zip_mb: int = Field(default=100, ge=1, le=100)
     min_train_images: int = Field(default=1, ge=1)
     max_train_images: int = Field(default=200, ge=1, le=1000)
-    training_status_edit_seconds: float = Field(default=10.0, ge=0)
-    training_poll_seconds: float = Field(default=30.0, gt=0)
+    training_status_edit_seconds: float = Field(default=10.0, ge=0, le=3600, allow_inf_nan=False)
+    training_poll_seconds: float = Field(default=30.0, gt=0, le=86400, allow_inf_nan=False)
 
     public_url: str | None = None
     http_host: str = "127.0.0.1"
@@ -107,9 +110,23 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("must list at least one model, like black-forest-labs/flux-schnell")
         for ref in value:
-            owner, _, rest = ref.partition("/")
-            if not owner or not rest or "/" in rest:
-                raise ValueError(f"{ref!r} is not owner/name or owner/name:version")
+            if not MODEL_REF.fullmatch(ref):
+                raise ValueError(f"{ref[:100]!r} is not owner/name or owner/name:<64 hex version>")
+        return value
+
+    @field_validator("trainer_version")
+    @classmethod
+    def _trainer(cls, value: str) -> str:
+        match = MODEL_REF.fullmatch(value)
+        if not match or not match["version"]:
+            raise ValueError("must be owner/name:<64 hex version>")
+        return value
+
+    @field_validator("replicate_owner")
+    @classmethod
+    def _owner(cls, value: str | None) -> str | None:
+        if value is not None and not OWNER.fullmatch(value):
+            raise ValueError("must be a Replicate username (letters, digits, '-', '_', '.')")
         return value
 
     @field_validator("log_level")
@@ -225,13 +242,24 @@ class _SettingsFromDict(Settings):
 
 
 class _SettingsWithoutDiscord(Settings):
-    """Settings of the web server alone: no Discord token needed."""
+    """Settings of the web server alone: no Discord token needed (blank counts as unset,
+    as ``.env.example`` leaves it)."""
 
     discord_token: SecretStr | None = None  # type: ignore[assignment]
+
+    @field_validator("discord_token", mode="before")
+    @classmethod
+    def _blank_token(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class _SettingsFromDictWithoutDiscord(_SettingsFromDict):
     discord_token: SecretStr | None = None  # type: ignore[assignment]
+
+    @field_validator("discord_token", mode="before")
+    @classmethod
+    def _blank_token(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 def configure_logging(level: str, secrets: list[str]) -> None:

@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
+import inspect
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -581,6 +583,29 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
+CLOSE_TIMEOUT: Final = 10.0
+
+
+def _finish_even_if_cancelled(
+    method: Callable[..., Awaitable[Any]],
+) -> Callable[..., Awaitable[Any]]:
+    """Run a store call as its own task and shield it from the caller's cancellation.
+
+    A caller cancelled halfway through a call (a job canceled, the bot shutting down)
+    would otherwise abandon a connection in the middle of a transaction: the write is
+    lost, and the driver's cleanup can hang. Shielded, the call completes (or rolls back)
+    on its own, and :meth:`Store.close` waits for it."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        task = asyncio.ensure_future(method(self, *args, **kwargs))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    return wrapper
+
+
 class Store:
     """Async access to the database. Create with :func:`open_store`; safe for many coroutines."""
 
@@ -598,6 +623,7 @@ class Store:
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self._is_sqlite else None
         self._serialize_all = serialize_all
         self._closed = False
+        self._inflight: set[asyncio.Task[Any]] = set()
         self.schema_version = 0
 
     # -- infrastructure ----------------------------------------------------------------------
@@ -609,8 +635,11 @@ class Store:
         await self.close()
 
     async def close(self) -> None:
+        """Let calls in flight finish (see :func:`_finish_even_if_cancelled`), then close."""
         if self._closed:
             return
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=CLOSE_TIMEOUT)
         self._closed = True
         await self._engine.dispose()
 
@@ -1131,6 +1160,11 @@ class Store:
 
 _GEN_FIELDS: Final = frozenset(f.name for f in fields(Generation))
 _TRAIN_FIELDS: Final = frozenset(f.name for f in fields(Training))
+
+
+for _name, _member in list(vars(Store).items()):
+    if not _name.startswith("_") and _name != "close" and inspect.iscoroutinefunction(_member):
+        setattr(Store, _name, _finish_even_if_cancelled(_member))
 
 
 def _to_generation(row: sa.Row[Any]) -> Generation:

@@ -193,7 +193,7 @@ class TrainingService:
             guild_id=guild_id,
             creator_key=user_key,
             trigger_word=trigger_word,
-            latest_version=(await self.store.get_model(owner, name) or _NoModel).latest_version,
+            latest_version=None,
         )
         training_input = {
             "input_images": uploaded.url,
@@ -391,10 +391,6 @@ class TrainingService:
         state = self.replicate.training_state_from_payload(payload)
         await self.apply(training, state, webhook=True)
         return "applied"
-
-
-class _NoModel:
-    latest_version = None
 
 
 def _state_of(training: Training) -> TrainingState:

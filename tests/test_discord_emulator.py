@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import discord
-import discord.gateway
 import discord.http
 import pytest
 from discord import app_commands

@@ -6,6 +6,7 @@ import pytest
 
 from services.settings import RedactSecrets, SettingsError, load_settings
 
+VERSION = "0123456789abcdef" * 4
 BASE = {"DISCORD_TOKEN": "discord-secret-token", "REPLICATE_API_TOKEN": "r8_secret_token"}
 
 
@@ -55,14 +56,14 @@ def test_lists_and_numbers_are_parsed() -> None:
         {
             **BASE,
             "TRAIN_ROLE_IDS": "1, 22,333",
-            "GENERATE_MODELS": "a/b, me/lora:abc",
+            "GENERATE_MODELS": f"a/b, me/lora:{VERSION}",
             "DISCORD_GUILD_ID": "123456789012345678",
             "log_level": "debug",
         },
         env_file=None,
     )
     assert s.train_role_ids == [1, 22, 333]
-    assert s.generate_models == ["a/b", "me/lora:abc"]
+    assert s.generate_models == ["a/b", f"me/lora:{VERSION}"]
     assert s.discord_guild_id == 123456789012345678
     assert s.log_level == "DEBUG"
 
