@@ -15,6 +15,8 @@ from pathlib import PurePosixPath
 
 from PIL import Image, ImageOps, features
 
+from services.zipcheck import sniff_format
+
 __all__ = ["MIN_LIMIT_BYTES", "FittedImage", "fit_image", "sniff_content_type"]
 
 MIN_LIMIT_BYTES = 8 * 1024
@@ -38,17 +40,12 @@ class FittedImage:
     height: int
 
 
+_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
 def sniff_content_type(data: bytes) -> str | None:
     """MIME type of PNG, JPEG, WebP or GIF data, judged by magic bytes only."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
+    return _MIME.get(sniff_format(data[:64]) or "")
 
 
 def _webp_available() -> bool:

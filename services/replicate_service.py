@@ -49,6 +49,8 @@ try:  # the replicate client validates responses with pydantic's v1 API
 except ImportError:  # pragma: no cover - pydantic 1 installed directly
     from pydantic import ValidationError as _PydanticValidationError  # type: ignore[assignment]
 
+from services.images import sniff_content_type
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -78,12 +80,6 @@ _SEED = re.compile(r"Using seed:\s*(-?\d+)")
 _TQDM = re.compile(r"(?:^|\s|:)(?P<pct>\d{1,3})%\|.*?\|\s*(?P<n>\d+)/(?P<total>\d+)")
 _NSFW = re.compile(r"nsfw content", re.IGNORECASE)
 
-_SNIFF: tuple[tuple[bytes, int, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
-    (b"\xff\xd8\xff", 0, "image/jpeg"),
-    (b"GIF87a", 0, "image/gif"),
-    (b"GIF89a", 0, "image/gif"),
-)
 _EXTENSIONS = {
     "image/png": "png",
     "image/jpeg": "jpg",
@@ -328,16 +324,6 @@ def _parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return max(0.0, seconds)
-
-
-def sniff_content_type(data: bytes) -> str | None:
-    """PNG, JPEG, WebP or GIF from the first bytes; None when unknown."""
-    for magic, offset, content_type in _SNIFF:
-        if data[offset : offset + len(magic)] == magic:
-            return content_type
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def _type_from_url(url: str) -> str | None:

@@ -199,7 +199,7 @@ def _list_names(names: list[str]) -> str:
 # Byte-level sniffing
 
 
-def _sniff(head: bytes | bytearray) -> str | None:
+def sniff_format(head: bytes | bytearray) -> str | None:
     """Identify a file by its first bytes (images we might meet, and archives)."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "PNG"
@@ -652,7 +652,7 @@ class _Checker:
         name = item.info.orig_filename
         ext = PurePosixPath(name.replace("\\", "/")).suffix.lower()
         expected = IMAGE_EXTENSIONS[ext]
-        actual = _sniff(data[:512])
+        actual = sniff_format(data[:512])
         if actual == "archive":
             self.entry_problem(item.index, name, _NESTED_ARCHIVE)
             return
