@@ -1,0 +1,279 @@
+"""What every benchmark shares: the emulators and the real bot, figures, tables, JSON.
+
+The bot always runs as ``python bot.py`` in a subprocess (as in production, and so that its
+memory and CPU time can be read from ``/proc``); both emulators run in the benchmark's own
+event loop on 127.0.0.1. OpenAPI validation of the emulators' traffic is off by default:
+it costs the emulators milliseconds per exchange, which would be counted against the bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import trustme
+
+from tests.emulators.discord import DiscordEmulator
+from tests.emulators.replicate import ReplicateEmulator
+from tests.harness import ROOT, BotProcess, bot_env
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@dataclass
+class Figure:
+    """One measured figure, with its target when the issue sets one."""
+
+    name: str
+    value: float | int | None
+    unit: str = ""
+    target: str | None = None
+    ok: bool | None = None
+
+    def shown(self) -> str:
+        if self.value is None:
+            return "n/a"
+        if isinstance(self.value, float):
+            text = f"{self.value:,.3f}" if abs(self.value) < 10 else f"{self.value:,.1f}"
+        else:
+            text = f"{self.value:,}"
+        return f"{text} {self.unit}".strip()
+
+
+def below(name: str, value: float | None, limit: float, unit: str = "") -> Figure:
+    """A figure whose target is ``value < limit``."""
+    ok = None if value is None else value < limit
+    return Figure(name, value, unit, f"< {limit:g} {unit}".strip(), ok)
+
+
+def at_most(name: str, value: float | None, limit: float, unit: str = "") -> Figure:
+    ok = None if value is None else value <= limit
+    return Figure(name, value, unit, f"<= {limit:g} {unit}".strip(), ok)
+
+
+def at_least(name: str, value: float | None, limit: float, unit: str = "") -> Figure:
+    ok = None if value is None else value >= limit
+    return Figure(name, value, unit, f">= {limit:g} {unit}".strip(), ok)
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile (``pct`` in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def print_table(title: str, figures: Iterable[Figure]) -> None:
+    rows = [("figure", "value", "target", "")]
+    for fig in figures:
+        mark = {True: "ok", False: "MISSED", None: ""}[fig.ok]
+        rows.append((fig.name, fig.shown(), fig.target or "", mark))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    print(f"\n{title}")
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def write_results(
+    name: str,
+    params: dict[str, Any],
+    figures: Sequence[Figure],
+    extra: dict[str, Any] | None = None,
+    out: Path | None = None,
+) -> Path:
+    """``benchmarks/results/<name>.json`` (or ``out``): parameters, machine, figures."""
+    path = out or RESULTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "benchmark": name,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "params": params,
+        "machine": machine(),
+        "figures": {fig.name: asdict(fig) for fig in figures},
+        **(extra or {}),
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run was made on, as PERFORMANCE.md describes it."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_mb = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_mb = int(line.split()[1]) // 1024
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpus": usable,
+        "cpu_model": model or platform.processor(),
+        "memory_mb": mem_mb,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_1min_at_end": None if load is None else round(load[0], 2),
+    }
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def proc_status_kb(pid: int, key: str) -> int | None:
+    """A ``/proc/<pid>/status`` field in kB (``VmHWM`` is the peak resident set)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    return None
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+@dataclass
+class Stack:
+    """Both emulators and the bot subprocess that talks to them."""
+
+    discord: DiscordEmulator
+    replicate: ReplicateEmulator
+    bot: BotProcess
+    workdir: Path
+    exit_code: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        assert self.bot.proc is not None
+        return self.bot.proc.pid
+
+
+class ProfiledBotProcess(BotProcess):
+    """``python -m cProfile -o <path> bot.py``: the profile is written when the bot exits."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, profile: Path) -> None:
+        super().__init__(env, cwd)
+        self.profile = profile
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            str(self.profile.resolve()),
+            str(ROOT / "bot.py"),
+            cwd=self.cwd,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read())
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    *,
+    validate: bool = False,
+    users: int = 0,
+    ready_timeout: float = 30.0,
+    profile: Path | None = None,
+    **settings: str,
+) -> AsyncIterator[Stack]:
+    """Start the emulators and ``python bot.py`` (settings as environment variables);
+    stop the bot with SIGTERM on the way out (SIGKILL if it does not exit in time).
+
+    With ``profile``, the bot runs under cProfile and writes its profile there."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        workdir = Path(tmp)
+        ca = trustme.CA()
+        ca_file = workdir / "replicate-ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        discord = DiscordEmulator(validate=validate)
+        replicate = ReplicateEmulator(ca)
+        replicate.checker.enabled = validate
+        await discord.start()
+        await replicate.start()
+        try:
+            for index in range(users):
+                discord.add_user(f"user{index}")
+            env = bot_env(discord, replicate, workdir, LOG_LEVEL="WARNING", **settings)
+            env["SSL_CERT_FILE"] = str(ca_file)
+            bot = (
+                BotProcess(env, cwd=workdir)
+                if profile is None
+                else ProfiledBotProcess(env, workdir, profile)
+            )
+            stack = Stack(discord, replicate, bot, workdir)
+            await bot.start()
+            try:
+                await discord.wait_ready(timeout=ready_timeout)
+                yield stack
+            finally:
+                stack.exit_code = await stop_bot(bot)
+        finally:
+            await replicate.close()
+            await discord.close()
+
+
+async def stop_bot(bot: BotProcess, timeout: float = 20.0) -> int | None:  # noqa: ASYNC109
+    if bot.proc is None:
+        return None
+    if bot.proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            bot.signal(signal.SIGTERM)
+        try:
+            return await bot.wait(timeout=timeout)
+        except TimeoutError:
+            print("the bot did not stop within the timeout; killing it", file=sys.stderr)
+    await bot.kill()
+    return bot.proc.returncode
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def run(main: Any) -> None:
+    """``asyncio.run`` with a plain exit code: 0 when every target was met, else 1."""
+    sys.exit(asyncio.run(main))
