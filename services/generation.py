@@ -158,6 +158,7 @@ class GenerationService:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._last_use: dict[str, float] = {}
         self._closing = False
+        self._used_today: dict[str, tuple[datetime, int]] = {}
 
     # -- models -----------------------------------------------------------------
 
@@ -213,7 +214,7 @@ class GenerationService:
         if quota:
             now = datetime.now(UTC)
             day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-            used = await self.store.count_generations_since(user_key, day_start)
+            used = await self._count_today(user_key, day_start)
             if used >= quota:
                 reset = day_start + timedelta(days=1)
                 raise LimitReached(
@@ -222,6 +223,17 @@ class GenerationService:
                     retry_after=(reset - now).total_seconds(),
                 )
         self.check_capacity()
+
+    async def _count_today(self, user_key: str, day_start: datetime) -> int:
+        """The user's generations today: counted in the store once per user and day, then
+        kept up to date by :meth:`create`, so a busy bot does not query the store before
+        every answer. Other processes' generations are seen at the next day's count."""
+        cached = self._used_today.get(user_key)
+        if cached is not None and cached[0] == day_start:
+            return cached[1]
+        used = await self.store.count_generations_since(user_key, day_start)
+        self._used_today[user_key] = (day_start, used)
+        return used
 
     def check_capacity(self) -> None:
         if self._closing:
@@ -267,6 +279,9 @@ class GenerationService:
             trigger_prepended = True
         self.check_capacity()
         self._last_use[user_key] = time.monotonic()
+        cached = self._used_today.get(user_key)
+        if cached is not None:
+            self._used_today[user_key] = (cached[0], cached[1] + 1)
         return await self.store.create_generation(
             NewGeneration(
                 user_key=user_key,
