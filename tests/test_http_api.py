@@ -28,6 +28,7 @@ from services.settings import load_settings
 from services.web import OPENAPI_PATH, api_user_key
 from tests.emulators.discord import DiscordEmulator
 from tests.emulators.replicate import NSFW_OFFICIAL, TRAINER_VERSION, ReplicateEmulator
+from tests.emulators.spec import OpenAPIRequest, OpenAPIResponse
 from tests.harness import BotHarness, BotProcess
 from tests.helpers import zips
 
@@ -44,24 +45,6 @@ def spec() -> OpenAPI:
     doc = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
     config = Config(extra_media_type_deserializers={"application/problem+json": json.loads})
     return OpenAPI.from_dict(doc, config=config)
-
-
-@dataclass
-class _Request:
-    host_url: str
-    path: str
-    method: str
-    body: bytes | None
-    content_type: str
-    parameters: RequestParameters
-
-
-@dataclass
-class _Response:
-    status_code: int
-    content_type: str
-    headers: Mapping[str, Any]
-    data: bytes
 
 
 @dataclass
@@ -85,7 +68,7 @@ class Answer:
 
 def assert_documented(method: str, path: str, answer: Answer) -> None:
     """The answer is one the document describes for this route (status, type, body)."""
-    request = _Request(
+    request = OpenAPIRequest(
         host_url="http://localhost",
         path=path,
         method=method.lower(),
@@ -93,7 +76,9 @@ def assert_documented(method: str, path: str, answer: Answer) -> None:
         content_type="application/json",
         parameters=RequestParameters(query=ImmutableMultiDict(), header=Headers()),
     )
-    response = _Response(answer.status, answer.content_type, dict(answer.headers), answer.body)
+    response = OpenAPIResponse(
+        answer.status, answer.content_type, dict(answer.headers), answer.body
+    )
     errors = list(spec().iter_response_errors(request, response))
     assert not errors, f"{method} {path} -> {answer.status}: {[repr(e) for e in errors]}"
 

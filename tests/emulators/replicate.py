@@ -1066,19 +1066,21 @@ class ReplicateEmulator:
         return await self._answer_created(request, job)
 
     async def _get_prediction(self, request: web.Request) -> web.Response:
-        job = self.predictions.get(request.match_info["id"])
+        return self._job_answer(self.predictions.get(request.match_info["id"]))
+
+    async def _cancel_prediction(self, request: web.Request) -> web.Response:
+        return await self._cancel_job(self.predictions.get(request.match_info["id"]))
+
+    def _job_answer(self, job: Job | None) -> web.Response:
         if job is None:
             return _problem(404, "Not found", "The requested resource could not be found.")
         return web.json_response(job.to_json(self.base_url))
 
-    async def _cancel_prediction(self, request: web.Request) -> web.Response:
-        job = self.predictions.get(request.match_info["id"])
-        if job is None:
-            return _problem(404, "Not found", "The requested resource could not be found.")
-        if not job.finished:
-            self.counts["predictions_canceled"] += 1
+    async def _cancel_job(self, job: Job | None) -> web.Response:
+        if job is not None and not job.finished:
+            self.counts[f"{job.kind}s_canceled"] += 1
             await self._update(job, status="canceled", completed_at=_now())
-        return web.json_response(job.to_json(self.base_url))
+        return self._job_answer(job)
 
     async def _create_file(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -1170,19 +1172,10 @@ class ReplicateEmulator:
         return None
 
     async def _get_training(self, request: web.Request) -> web.Response:
-        job = self.trainings.get(request.match_info["id"])
-        if job is None:
-            return _problem(404, "Not found", "The requested resource could not be found.")
-        return web.json_response(job.to_json(self.base_url))
+        return self._job_answer(self.trainings.get(request.match_info["id"]))
 
     async def _cancel_training(self, request: web.Request) -> web.Response:
-        job = self.trainings.get(request.match_info["id"])
-        if job is None:
-            return _problem(404, "Not found", "The requested resource could not be found.")
-        if not job.finished:
-            self.counts["trainings_canceled"] += 1
-            await self._update(job, status="canceled", completed_at=_now())
-        return web.json_response(job.to_json(self.base_url))
+        return await self._cancel_job(self.trainings.get(request.match_info["id"]))
 
     async def _serve_output(self, request: web.Request) -> web.StreamResponse:
         self.output_requests.append((request.path, dict(request.headers)))

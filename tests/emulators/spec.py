@@ -64,7 +64,7 @@ def _nullable_as_31(node: Any) -> None:
 
 
 @dataclass
-class _Request:
+class OpenAPIRequest:
     host_url: str
     path: str
     method: str
@@ -74,7 +74,7 @@ class _Request:
 
 
 @dataclass
-class _Response:
+class OpenAPIResponse:
     status_code: int
     content_type: str
     headers: Mapping[str, Any]
@@ -117,10 +117,10 @@ class SpecChecker:
         headers: Mapping[str, str],
         content_type: str,
         body: bytes | None,
-    ) -> _Request:
+    ) -> OpenAPIRequest:
         if content_type.startswith("multipart/form-data"):
             content_type, body = _multipart_as_json(content_type, body or b"")
-        return _Request(
+        return OpenAPIRequest(
             host_url=self.host_url,
             path=self.path_prefix + path,
             method=method.lower(),
@@ -211,7 +211,7 @@ class SpecChecker:
         request = self._request(method, path, query, req_headers, req_content_type, req_body)
         if check_request:
             self._record(method, path, "request", list(self.spec.iter_request_errors(request)))
-        response = _Response(
+        response = OpenAPIResponse(
             status_code=status,
             content_type=resp_content_type or "",
             headers=dict(resp_headers),
