@@ -85,6 +85,9 @@ class BotTree(app_commands.CommandTree):
         await report_error(interaction, error)
 
 
+DynamicButton = discord.ui.DynamicItem[discord.ui.Button]
+
+
 class IdButton:
     """Mixin for persistent buttons whose ``custom_id`` is ``<prefix>:<action>:<id>``.
 

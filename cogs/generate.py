@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._common import IdButton, Refused
+from cogs._common import DynamicButton, IdButton, Refused
 from services.errors import UserFacingError
 from services.generation import INTERRUPTED, MAX_SEED, GenerationService, JobState, Outcome
 from services.replicate_service import ReplicateServiceError
@@ -99,6 +99,7 @@ class ProgressMessage:
                 log.info("progress edit failed for %s: %s", self.interaction.id, exc)
 
     async def close(self) -> None:
+        """Drop pending edits and wait for one in flight, so none lands after the result."""
         self.closed = True
         if self._task is not None:
             self._task.cancel()
@@ -110,12 +111,7 @@ class GenButton(IdButton):
     prefix = "gen"
 
 
-Button = discord.ui.DynamicItem[discord.ui.Button]
-
-
-class CancelButton(
-    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:cancel:(?P<id>[\w-]+)"
-):
+class CancelButton(GenButton, DynamicButton, template=r"gen:cancel:(?P<id>[\w-]+)"):
     action, label, style = "cancel", "Cancel", discord.ButtonStyle.danger
 
     async def run(self, interaction: discord.Interaction) -> None:
@@ -136,9 +132,7 @@ class CancelButton(
             await interaction.followup.send("This job has already finished.", ephemeral=True)
 
 
-class RerollButton(
-    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:reroll:(?P<id>[\w-]+)"
-):
+class RerollButton(GenButton, DynamicButton, template=r"gen:reroll:(?P<id>[\w-]+)"):
     action, label, style, emoji = "reroll", "Reroll", discord.ButtonStyle.primary, "🎲"
 
     async def run(self, interaction: discord.Interaction) -> None:
@@ -146,9 +140,7 @@ class RerollButton(
         await cog.reroll(interaction, self.job_id)
 
 
-class DetailsButton(
-    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:details:(?P<id>[\w-]+)"
-):
+class DetailsButton(GenButton, DynamicButton, template=r"gen:details:(?P<id>[\w-]+)"):
     action, label = "details", "Details"
 
     async def run(self, interaction: discord.Interaction) -> None:
@@ -159,9 +151,7 @@ class DetailsButton(
         await interaction.response.send_message(details_text(generation), ephemeral=True)
 
 
-class DeleteButton(
-    GenButton, discord.ui.DynamicItem[discord.ui.Button], template=r"gen:delete:(?P<id>[\w-]+)"
-):
+class DeleteButton(GenButton, DynamicButton, template=r"gen:delete:(?P<id>[\w-]+)"):
     action, label, style, emoji = "delete", "Delete", discord.ButtonStyle.danger, "🗑️"
 
     async def run(self, interaction: discord.Interaction) -> None:

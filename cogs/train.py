@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._common import IdButton, Refused
+from cogs._common import DynamicButton, IdButton, Refused, report_error
 from services.errors import UserFacingError
 from services.replicate_service import ReplicateServiceError
 from services.store import Training
@@ -101,10 +101,7 @@ class TrainButton(IdButton):
     prefix = "train"
 
 
-Button = discord.ui.DynamicItem[discord.ui.Button]
-
-
-class CancelTrainingButton(TrainButton, Button, template=r"train:cancel:(?P<id>[\w-]+)"):
+class CancelTrainingButton(TrainButton, DynamicButton, template=r"train:cancel:(?P<id>[\w-]+)"):
     action, label, style = "cancel", "Cancel training", discord.ButtonStyle.danger
 
     async def run(self, interaction: discord.Interaction) -> None:
@@ -132,7 +129,7 @@ class CancelTrainingButton(TrainButton, Button, template=r"train:cancel:(?P<id>[
         await interaction.followup.send(text, ephemeral=True)
 
 
-class UseModelButton(TrainButton, Button, template=r"train:use:(?P<id>[\w-]+)"):
+class UseModelButton(TrainButton, DynamicButton, template=r"train:use:(?P<id>[\w-]+)"):
     action, label, style, emoji = (
         "use",
         "Generate with this model",
@@ -171,8 +168,6 @@ class PromptModal(discord.ui.Modal, title="Generate with your model"):
         )
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        from cogs._common import report_error
-
         await report_error(interaction, error)
 
 
