@@ -417,13 +417,16 @@ class GenerationService:
         """Finish a job a previous process started: follow its prediction to the end, or,
         if it never reached Replicate, record it as failed. Outcome.result is None when
         there are no images; the stored generation then says why."""
-        if not generation.prediction_id:
+        prediction_id = generation.prediction_id
+        if not prediction_id and generation.started_at is not None:
+            prediction_id = await self._find_lost_prediction(generation)
+        if not prediction_id:
             await self.store.update_generation(
                 generation.id, status="failed", error=INTERRUPTED, finished_at=_now()
             )
             return Outcome(await self._reload(generation.id), None)
         try:
-            result = await self.replicate.resume(generation.prediction_id)
+            result = await self.replicate.resume(prediction_id)
         except GenerationCanceled:
             await self.store.update_generation(
                 generation.id, status="canceled", error="Canceled.", finished_at=_now()
@@ -476,6 +479,24 @@ class GenerationService:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
+
+    async def _find_lost_prediction(self, generation: Generation) -> str | None:
+        """A job that died between sending its create and storing the answer may have a
+        paid prediction running: find it by prompt and seed rather than lose its images."""
+        assert generation.started_at is not None
+        try:
+            found = await self.replicate.find_prediction(
+                prompt=generation.prompt,
+                seed=generation.params.get("seed"),
+                since=generation.started_at - timedelta(seconds=5),
+            )
+        except ReplicateServiceError as exc:
+            log.warning("could not look for the prediction of %s: %s", generation.id, exc)
+            return None
+        if found:
+            log.info("found prediction %s of interrupted job %s", found, generation.id)
+            await self.store.update_generation(generation.id, prediction_id=found)
+        return found
 
     async def _cancel_remote(self, state: JobState) -> None:
         if state.prediction_id:

@@ -503,6 +503,21 @@ class ReplicateService:
         inputs = dict(prediction.input or {})
         return await self._follow(prediction, inputs, str(prediction.model), on_progress)
 
+    async def find_prediction(
+        self, *, prompt: str, seed: int | None, since: datetime
+    ) -> str | None:
+        """The id of a recent prediction with this prompt and seed, created at or after
+        ``since``: a create whose answer was lost (the process died waiting for it)."""
+        page = await self._call(self._client.predictions.async_list())
+        for prediction in page.results:
+            created = _parse_time(prediction.created_at)
+            if created is not None and created < since:
+                break
+            inputs = prediction.input or {}
+            if inputs.get("prompt") == prompt and (seed is None or inputs.get("seed") == seed):
+                return prediction.id
+        return None
+
     async def _follow(
         self,
         prediction: Any,

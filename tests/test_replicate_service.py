@@ -7,6 +7,7 @@ import io
 import json
 import time
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -746,3 +747,28 @@ def test_sniff_content_type():
     assert sniff_content_type(b"\xff\xd8\xff\xe0....") == "image/jpeg"
     assert sniff_content_type(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
     assert sniff_content_type(b"<html>") is None
+
+
+async def test_find_and_resume_a_prediction_whose_create_answer_was_lost(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    await replicate_service.generate("black-forest-labs/flux-schnell", "other", {"seed": 1})
+    replicate_emu.prediction_mode = "manual"
+    task = asyncio.create_task(
+        replicate_service.generate("black-forest-labs/flux-schnell", "lost", {"seed": 7})
+    )
+    job = await replicate_emu.wait_for(
+        lambda: (
+            replicate_emu.last_prediction
+            if replicate_emu.last_prediction.input.get("prompt") == "lost"
+            else None
+        )
+    )
+    task.cancel()
+    found = await replicate_service.find_prediction(prompt="lost", seed=7, since=since)
+    assert found == job.id
+    assert await replicate_service.find_prediction(prompt="lost", seed=8, since=since) is None
+    await replicate_emu.complete_prediction(job.id)
+    result = await replicate_service.resume(found)
+    assert result.prediction_id == job.id and len(result.images) == 1

@@ -525,6 +525,7 @@ class ReplicateEmulator:
         r.add_post("/v1/models/{owner}/{name}/predictions", self._create_official_prediction)
         r.add_post("/v1/models/{owner}/{name}/versions/{version}/trainings", self._create_training)
         r.add_post("/v1/predictions", self._create_version_prediction)
+        r.add_get("/v1/predictions", self._list_predictions)
         r.add_get("/v1/predictions/{id}", self._get_prediction)
         r.add_post("/v1/predictions/{id}/cancel", self._cancel_prediction)
         r.add_post("/v1/files", self._create_file)
@@ -1064,6 +1065,12 @@ class ReplicateEmulator:
         if self.prediction_mode == "auto":
             self._spawn(self._run_prediction(job))
         return await self._answer_created(request, job)
+
+    async def _list_predictions(self, request: web.Request) -> web.Response:
+        """Newest first, one page of 100, as Replicate pages them."""
+        newest = sorted(self.predictions.values(), key=lambda j: j.created_at, reverse=True)
+        results = [job.to_json(self.base_url) for job in newest[:100]]
+        return web.json_response({"next": None, "previous": None, "results": results})
 
     async def _get_prediction(self, request: web.Request) -> web.Response:
         return self._job_answer(self.predictions.get(request.match_info["id"]))

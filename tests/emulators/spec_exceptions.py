@@ -44,7 +44,10 @@ EXCEPTIONS.extend(
             method="*",
             path=r"/v1/(predictions(/[^/]+(/cancel)?)?|models/[^/]+/[^/]+/predictions)",
             kind="response",
-            message=r"\AInvalidData: 'hidden' is valid under each of .* at \['version'\]\Z",
+            message=(
+                r"\AInvalidData: 'hidden' is valid under each of .* "
+                r"at \[('results', \d+, )?'version'\]\Z"
+            ),
             reason=(
                 "prediction.version is a oneOf of {type: string} and {enum: [hidden]}; "
                 "'hidden', which the document itself says official models return, matches "
