@@ -145,17 +145,23 @@ class Settings(BaseSettings):
             raise ValueError("is empty")
         return value
 
-    @field_validator("api_token", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator(
-        "discord_guild_id", "http_port", "replicate_owner", "public_url", mode="before"
-    )
-    @classmethod
-    def _blank_optional(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+    def _blank_is_unset(cls, data: Any) -> Any:
+        """``NAME=`` (as in a copied .env.example) means "use the default"; a blank
+        required value is still reported as empty."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: value
+            for key, value in data.items()
+            if not (
+                isinstance(value, str)
+                and not value.strip()
+                and key in cls.model_fields
+                and not cls.model_fields[key].is_required()
+            )
+        }
 
     @field_validator("database_url")
     @classmethod

@@ -95,3 +95,16 @@ def test_redaction_filter_masks_secrets() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "token is %s", ("sekrit-123",), None)
     RedactSecrets(["sekrit-123"]).filter(record)
     assert record.getMessage() == "token is **********"
+
+
+def test_copied_env_example_with_tokens_filled_in_loads(tmp_path: Path) -> None:
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    filled = example.replace("DISCORD_TOKEN=\n", "DISCORD_TOKEN=abc\n").replace(
+        "REPLICATE_API_TOKEN=\n", "REPLICATE_API_TOKEN=r8_abc\n"
+    )
+    env_file = tmp_path / ".env"
+    env_file.write_text(filled)
+    s = load_settings({}, env_file=env_file)
+    assert s.replicate_base_url is None and s.http_port is None and s.api_token is None
+    assert s.train_role_ids == [] and s.discord_guild_id is None
+    assert s.database_url == "sqlite:///data/bot.sqlite3"
