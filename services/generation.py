@@ -93,12 +93,6 @@ class FairQueue:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def position(self, key: str) -> int:
-        for index, other in enumerate(self._waiters):
-            if other == key:
-                return index + 1
-        return 0
-
     async def acquire(self, key: str, on_position: Callable[[int, int], Awaitable[None]]) -> None:
         if self.running < self.slots and not self._waiters:
             self.running += 1
@@ -301,9 +295,6 @@ class GenerationService:
                 source=source,
             )
         )
-
-    def state(self, gen_id: str) -> JobState | None:
-        return self._states.get(gen_id)
 
     async def run(
         self, generation: Generation, listener: Listener, *, size_limit: int, total_limit: int

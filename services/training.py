@@ -368,9 +368,6 @@ class TrainingService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_backoff or interval)
 
-    def wake(self) -> None:
-        self._wake.set()
-
     # -- webhooks ----------------------------------------------------------------
 
     async def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> str:

@@ -29,7 +29,13 @@ from tests.emulators.discord import DiscordEmulator, InteractionHandle, Message,
 from tests.emulators.replicate import NSFW_OFFICIAL, ReplicateEmulator
 from tests.harness import BotHarness, BotProcess, bot_env
 from tests.helpers import zips
-from tests.test_train import FAST, free_port, is_notice, is_status, start_training
+from tests.test_train import (
+    FAST,
+    is_notice,
+    is_status,
+    start_in_webhook_mode,
+    started_training,
+)
 
 PREDICTION = r"/v1/predictions/[^/]+"
 OFFICIAL_CREATE = r"/v1/models/[^/]+/[^/]+/predictions"
@@ -274,8 +280,7 @@ async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
     try:
         await discord_emu.wait_ready(timeout=15)
         for index, user in enumerate(trainers):
-            handle = await start_training(discord_emu, tmp_path, user=user, model_name=f"m{index}")
-            await handle.wait_original(lambda m: "started" in m.content, timeout=15)
+            await started_training(discord_emu, tmp_path, user=user, model_name=f"m{index}")
         trainings = list(replicate_emu.trainings.values())
         gens = {}
         for index, user in enumerate(makers):
@@ -391,8 +396,7 @@ async def test_sigterm_finishes_running_work_then_exits_cleanly(
     await bot.start()
     try:
         await discord_emu.wait_ready(timeout=15)
-        training = await start_training(discord_emu, tmp_path, user=carol)
-        await training.wait_original(lambda m: "started" in m.content, timeout=15)
+        await started_training(discord_emu, tmp_path, user=carol)
         done, done_id = await running_prediction(discord_emu, replicate_emu, "quick", user=alice)
         slow, slow_id = await running_prediction(discord_emu, replicate_emu, "slow", user=bob)
         bot.signal(signal.SIGTERM)
@@ -437,18 +441,8 @@ async def test_forged_and_replayed_webhooks_change_nothing(
     replicate_emu: ReplicateEmulator,
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    await harness.start(
-        PUBLIC_URL=f"http://127.0.0.1:{port}",
-        HTTP_PORT=str(port),
-        TRAINING_POLL_SECONDS="3600",
-        TRAINING_STATUS_EDIT_SECONDS="0",
-    )
-    replicate_emu.training_mode = "manual"
-    handle = await start_training(discord_emu, tmp_path)
-    await handle.wait_original(lambda m: "started" in m.content, timeout=10)
-    job = replicate_emu.last_training
-    url = job.webhook
+    _handle, job = await start_in_webhook_mode(harness, discord_emu, replicate_emu, tmp_path)
+    url = job.webhook or ""
     body = json.dumps(job.to_json(replicate_emu.base_url) | {"status": "failed"}).encode()
     other_secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
     now = int(time.time())

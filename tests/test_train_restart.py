@@ -7,7 +7,7 @@ from pathlib import Path
 from tests.emulators.discord import DiscordEmulator, Message
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness, BotProcess, bot_env
-from tests.test_train import FAST, is_notice, is_status, start_training
+from tests.test_train import FAST, is_notice, is_status, started_training
 
 
 def notices(discord_emu: DiscordEmulator) -> list[Message]:
@@ -24,8 +24,7 @@ async def test_sigkill_mid_training_then_restart_notifies_exactly_once(
     try:
         await discord_emu.wait_ready(timeout=15)
         alice = discord_emu.add_user("alice")
-        handle = await start_training(discord_emu, tmp_path, user=alice)
-        await handle.wait_original(lambda m: "started" in m.content, timeout=15)
+        await started_training(discord_emu, tmp_path, user=alice)
         job = replicate_emu.last_training
         await replicate_emu.advance_training(job.id, step=30)
         status = await discord_emu.wait_for_message(
@@ -64,8 +63,7 @@ async def test_crash_between_notice_and_record_sends_no_second_notice(
     the restart carries the same nonce, and Discord drops it."""
     await harness.start(TRAINING_POLL_SECONDS="3600", TRAINING_STATUS_EDIT_SECONDS="0")
     replicate_emu.training_mode = "manual"
-    handle = await start_training(discord_emu, tmp_path)
-    await handle.wait_original(lambda m: "started" in m.content, timeout=10)
+    await started_training(discord_emu, tmp_path)
     job = replicate_emu.last_training
     await replicate_emu.complete_training(job.id)
     store = harness.services.store

@@ -179,6 +179,16 @@ TRAINER_SCHEMA = _cog_schema(
 )
 
 
+def _refuse_input(schema: dict, payload: Any) -> web.Response | None:
+    """The 422 Replicate answers to a missing or invalid ``input``, or None if it is fine."""
+    if not isinstance(payload, dict):
+        return _problem(422, "Input validation failed", "- input: Input is required")
+    errors = _input_errors(schema, payload)
+    if errors:
+        return _problem(422, "Input validation failed", "\n".join(errors))
+    return None
+
+
 def _input_errors(schema: dict, payload: Any) -> list[str]:
     """Cog-style validation messages ("- input.num_outputs: ...") for ``payload``."""
     schemas = schema["components"]["schemas"]
@@ -1036,11 +1046,9 @@ class ReplicateEmulator:
         self, request: web.Request, model: Model, version_label: str, version: Version, body: dict
     ) -> web.Response:
         payload = body.get("input")
-        if not isinstance(payload, dict):
-            return _problem(422, "Input validation failed", "- input: Input is required")
-        errors = _input_errors(version.schema, payload)
-        if errors:
-            return _problem(422, "Input validation failed", "\n".join(errors))
+        refused = _refuse_input(version.schema, payload)
+        if refused is not None:
+            return refused
         job = Job(
             kind="prediction",
             id=_new_id(),
@@ -1144,11 +1152,9 @@ class ReplicateEmulator:
         if destination not in self.models or owner != self.username:
             return _problem(404, "Not found", "The specified training destination does not exist")
         payload = body.get("input")
-        if not isinstance(payload, dict):
-            return _problem(422, "Input validation failed", "- input: Input is required")
-        errors = _input_errors(version.schema, payload)
-        if errors:
-            return _problem(422, "Input validation failed", "\n".join(errors))
+        refused = _refuse_input(version.schema, payload)
+        if refused is not None:
+            return refused
         job = Job(
             kind="training",
             id=_new_id(),
