@@ -39,6 +39,7 @@ import importlib.util
 import inspect
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
@@ -503,6 +504,12 @@ async def open_store(database_url: str) -> Store:
         )
         _install_sqlite_hooks(engine)
         store = Store(engine, serialize_all=memory)
+        if not memory:
+            try:
+                await _enable_wal(engine)
+            except BaseException:
+                await store.close()
+                raise
     else:
         if importlib.util.find_spec("asyncpg") is None:
             raise RuntimeError("DATABASE_URL points at PostgreSQL, which needs the asyncpg package")
@@ -521,6 +528,30 @@ async def open_store(database_url: str) -> Store:
     return store
 
 
+async def _enable_wal(engine: AsyncEngine) -> None:
+    """Switch the database file to WAL (a setting kept in the file), retrying while locked.
+
+    Changing the journal mode upgrades a read lock to an exclusive one, and SQLite answers
+    "database is locked" at once instead of waiting in its busy handler when another
+    connection (another process opening the same file) holds a lock, so retry here.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            async with engine.connect() as conn:
+                plain = await conn.execution_options(**{_BEGIN_OPTION: "NONE"})
+                mode = (await plain.exec_driver_sql("PRAGMA journal_mode = WAL")).scalar()
+                if str(mode).lower() != "wal":
+                    log.warning("SQLite kept journal mode %s instead of WAL", mode)
+                return
+        except sa_exc.OperationalError as exc:
+            if "locked" not in str(exc.orig) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     @sa.event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -529,9 +560,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         try:
-            # busy_timeout first: switching to WAL needs a lock another process may hold.
             cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA journal_mode = WAL")
             # In WAL mode NORMAL loses nothing when the process dies, only on power loss.
             cur.execute("PRAGMA synchronous = NORMAL")
             cur.execute("PRAGMA foreign_keys = ON")
@@ -541,6 +570,8 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     @sa.event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        if mode == "NONE":
+            return
         if mode not in ("DEFERRED", "IMMEDIATE"):
             raise ValueError(f"bad SQLite BEGIN mode {mode!r}")
         conn.exec_driver_sql(f"BEGIN {mode}")

@@ -132,7 +132,7 @@ async def test_migrations_applied_once_and_reopen_is_noop(db_url: str) -> None:
 
 
 async def test_concurrent_opens_migrate_once(db_url: str) -> None:
-    stores = await asyncio.gather(*(open_store(db_url) for _ in range(4)))
+    stores = await asyncio.gather(*(open_store(db_url) for _ in range(8)))
     try:
         assert {s.schema_version for s in stores} == {LATEST_SCHEMA_VERSION}
         assert len(await migration_rows(stores[0])) == len(MIGRATIONS)
