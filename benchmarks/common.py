@@ -232,7 +232,7 @@ async def running_stack(
         try:
             for index in range(users):
                 discord.add_user(f"user{index}")
-            env = bot_env(discord, replicate, workdir, LOG_LEVEL="WARNING", **settings)
+            env = bot_env(discord, replicate, workdir, **{"LOG_LEVEL": "WARNING", **settings})
             env["SSL_CERT_FILE"] = str(ca_file)
             bot = (
                 BotProcess(env, cwd=workdir)

@@ -166,7 +166,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         by_prompt = {job.input.get("prompt"): job for job in replicate.predictions.values()}
         callbacks_ms: list[float] = []
         overheads_ms: list[float] = []
+        creates_ms: list[float] = []
         posted_times: list[float] = []
+        wall_minus_monotonic = time.time() - time.monotonic()
         failed = late = 0
         for index, handle in enumerate(handles):
             if handle.callback is not None and handle.sent is not None:
@@ -180,6 +182,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             if message is None or job is None or job.completed_at is None:
                 failed += 1
                 continue
+            if handle.sent is not None:
+                sent_wall = handle.sent + wall_minus_monotonic
+                creates_ms.append((job.created_at.timestamp() - sent_wall) * 1000.0)
             at = posted_at(message)
             overheads_ms.append((at - job.completed_at).total_seconds() * 1000.0)
             posted_times.append(at.timestamp())
@@ -188,7 +193,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         first_sent = min(h.sent for h in handles if h.sent is not None)
         first_sent_wall = time.time() - (time.monotonic() - first_sent)
         wall = max(posted_times) - first_sent_wall if posted_times else finished - started
-        samples = {"first_callback_ms": callbacks_ms, "overhead_ms": overheads_ms}
+        samples = {
+            "first_callback_ms": callbacks_ms,
+            "overhead_ms": overheads_ms,
+            "create_ms": creates_ms,
+        }
         counts = {
             "replicate_api_requests": replicate.counts["requests"] - replicate_before,
             "replicate_downloads": len(replicate.output_requests) - downloads_before,
@@ -226,6 +235,7 @@ def figures_of(args: argparse.Namespace, result: dict[str, Any]) -> list[Figure]
     n = args.requests
     cb = result["samples"]["first_callback_ms"]
     oh = result["samples"]["overhead_ms"]
+    cr = result["samples"].get("create_ms", [])
     counts = result["counts"]
     done = n - counts["failed"]
     return [
@@ -241,6 +251,8 @@ def figures_of(args: argparse.Namespace, result: dict[str, Any]) -> list[Figure]
         Figure("first callback p95", percentile(cb, 95), "ms"),
         below("first callback p99", percentile(cb, 99), 100, "ms"),
         below("first callback max", max(cb) if cb else None, DEADLINE_S * 1000, "ms"),
+        Figure("sent -> prediction created p50", percentile(cr, 50), "ms"),
+        Figure("sent -> prediction created p99", percentile(cr, 99), "ms"),
         Figure("overhead over L p50", percentile(oh, 50), "ms"),
         below("overhead over L p99", percentile(oh, 99), 250, "ms"),
         Figure("overhead over L max", max(oh) if oh else None, "ms"),

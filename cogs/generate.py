@@ -76,15 +76,20 @@ class ProgressMessage:
         if self.closed or text == self._shown:
             return
         self._pending = text
-        wait = self._last + EDIT_INTERVAL - time.monotonic()
-        if wait <= 0:
-            await self._flush()
-        elif self._task is None or self._task.done():
+        if self._task is None or self._task.done():
+            wait = self._last + EDIT_INTERVAL - time.monotonic()
             self._task = asyncio.create_task(self._flush_later(wait))
 
     async def _flush_later(self, wait: float) -> None:
-        await asyncio.sleep(wait)
-        await self._flush()
+        """Edits run in their own task so that the job never waits for Discord."""
+        while True:
+            if wait > 0:
+                await asyncio.sleep(wait)
+            # Once started, an edit completes even if close() comes meanwhile (close waits).
+            await asyncio.shield(self._flush())
+            if self.closed or self._pending is None:
+                return
+            wait = self._last + EDIT_INTERVAL - time.monotonic()
 
     async def _flush(self) -> None:
         async with self._lock:

@@ -390,7 +390,7 @@ class GenerationService:
             for image in result.images
         ]
         seed = result.seed if result.seed is not None else generation.params.get("seed")
-        await self.store.update_generation(
+        stored = await self.store.set_generation(
             generation.id,
             status="succeeded",
             seed=seed,
@@ -398,7 +398,8 @@ class GenerationService:
             predict_time=result.predict_time,
             finished_at=_now(),
         )
-        return Outcome(await self._reload(generation.id), result, images)
+        assert stored is not None
+        return Outcome(stored, result, images)
 
     async def interrupted_jobs(self) -> list[Generation]:
         """Jobs a previous process left queued or running (call before taking new work)."""

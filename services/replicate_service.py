@@ -66,6 +66,9 @@ POLL_OUTAGE_LIMIT = 60.0
 """Seconds of failed polls in a row after which a prediction is given up as unreachable:
 the job is paid for, so a short outage of Replicate must not lose its images."""
 MAX_POLL_BACKOFF = 5.0
+LIST_POLL_MIN = 3
+"""With this many predictions followed at once, one listing of recent predictions per
+poll replaces a GET of each: a busy bot's polls stop growing with its load."""
 # The hardware named when creating a destination model for a LoRA training; Replicate
 # replaces it with the trainer's own hardware when the trained version is pushed.
 DESTINATION_HARDWARE = "gpu-t4"
@@ -352,6 +355,167 @@ async def _record_response_meta(response: httpx.Response) -> None:
         meta["retry_after"] = _parse_retry_after(response.headers.get("Retry-After"))
 
 
+# --------------------------------------------------------------------------- polling
+
+
+@dataclass(eq=False)
+class _Watched:
+    """A prediction being followed; the poller puts each newer state (or the error that
+    ends the wait) in ``updates``."""
+
+    prediction: Any
+    created_at: datetime | None
+    updates: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    busy: bool = False
+    failures: int = 0
+    outage_since: float | None = None
+    next_poll: float = 0.0
+
+
+class _PredictionPoller:
+    """One task polls every prediction the process follows, once per ``poll_interval``.
+
+    With few predictions due, each is fetched by id. From ``LIST_POLL_MIN`` on, one
+    listing of the newest predictions (100 a page, newest first) answers for all of them,
+    so 200 jobs cost a few requests per interval instead of 200; a prediction the listing
+    does not show is fetched by id. Requests run in their own tasks, so one that hangs
+    holds up only the predictions it covers. Failed polls back off, and are tolerated for
+    ``outage_limit`` seconds in a row before the follower hears the error."""
+
+    def __init__(self, service: ReplicateService) -> None:
+        self._service = service
+        self._watched: dict[str, _Watched] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._rounds: set[asyncio.Task[None]] = set()
+
+    def watch(self, prediction: Any) -> _Watched:
+        watched = _Watched(prediction, _parse_time(prediction.created_at))
+        self._watched[prediction.id] = watched
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="replicate-poller")
+        return watched
+
+    def unwatch(self, watched: _Watched) -> None:
+        if self._watched.get(watched.prediction.id) is watched:
+            del self._watched[watched.prediction.id]
+
+    async def aclose(self) -> None:
+        tasks = [t for t in (self._task, *self._rounds) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while self._watched:
+            await asyncio.sleep(self._service.poll_interval)
+            now = time.monotonic()
+            due = [w for w in self._watched.values() if not w.busy and w.next_poll <= now]
+            for watched in due:
+                watched.busy = True
+            if len(due) >= LIST_POLL_MIN:
+                self._spawn(self._list_round(due))
+            else:
+                for watched in due:
+                    self._spawn(self._get_round(watched))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._rounds.add(task)
+        task.add_done_callback(self._rounds.discard)
+
+    async def _list_round(self, batch: list[_Watched]) -> None:
+        try:
+            found = await self._list(batch)
+        except BaseException as exc:
+            for watched in batch:
+                self._failed(watched, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for watched in batch:
+            prediction = found.get(watched.prediction.id)
+            if prediction is None:
+                self._spawn(self._get_round(watched))
+            else:
+                self._update(watched, prediction)
+
+    async def _list(self, batch: list[_Watched]) -> dict[str, Any]:
+        service = self._service
+        wanted = {w.prediction.id for w in batch}
+        times = [w.created_at for w in batch if w.created_at is not None]
+        oldest = min(times) if times else None
+        found: dict[str, Any] = {}
+        cursor: Any = ...
+        pages = 0
+        while True:
+            page = await service._call(service._client.predictions.async_list(cursor))
+            pages += 1
+            for prediction in page.results:
+                if prediction.id in wanted:
+                    found[prediction.id] = prediction
+            if len(found) == len(wanted) or not page.next or not page.results:
+                break
+            last = _parse_time(page.results[-1].created_at)
+            if oldest is None or last is None or last < oldest:
+                break
+            if pages > len(wanted) // len(page.results) + 1:
+                break  # others keep creating predictions: fetch the rest by id
+            cursor = page.next
+        return found
+
+    async def _get_round(self, watched: _Watched) -> None:
+        service = self._service
+        try:
+            prediction = await service._call(
+                service._client.predictions.async_get(watched.prediction.id),
+                not_found=NotFoundError,
+            )
+        except BaseException as exc:
+            self._failed(watched, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._update(watched, prediction)
+
+    def _update(self, watched: _Watched, prediction: Any) -> None:
+        watched.busy = False
+        watched.failures, watched.outage_since = 0, None
+        if prediction.status == watched.prediction.status and (
+            prediction.status not in TERMINAL_STATUSES
+        ):
+            return
+        watched.prediction = prediction
+        watched.updates.put_nowait(prediction)
+        if prediction.status in TERMINAL_STATUSES:
+            self.unwatch(watched)
+
+    def _failed(self, watched: _Watched, exc: BaseException) -> None:
+        """Back off after a poll that failed for a reason that may pass; end the wait for
+        any other reason, or when the outage has lasted ``outage_limit``."""
+        watched.busy = False
+        if not isinstance(exc, Exception):
+            return
+        if isinstance(exc, ReplicateUnavailable | RateLimitedError):
+            now = time.monotonic()
+            watched.outage_since = watched.outage_since or now
+            watched.failures += 1
+            if now - watched.outage_since < self._service.outage_limit:
+                log.warning(
+                    "poll %d of prediction %s failed: %s",
+                    watched.failures,
+                    watched.prediction.id,
+                    exc,
+                )
+                backoff = self._service.poll_interval * watched.failures
+                watched.next_poll = now + min(MAX_POLL_BACKOFF, backoff)
+                return
+        elif not isinstance(exc, ReplicateServiceError):
+            log.error("polling prediction %s failed", watched.prediction.id, exc_info=exc)
+            exc = ReplicateUnavailable(f"polling failed ({type(exc).__name__})")
+        watched.updates.put_nowait(exc)
+        self.unwatch(watched)
+
+
 # --------------------------------------------------------------------------- service
 
 
@@ -396,6 +560,7 @@ class ReplicateService:
         self._downloads: httpx.AsyncClient | None = None
         self._webhook_secret: str | None = None
         self._secret_lock = asyncio.Lock()
+        self._poller = _PredictionPoller(self)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -412,6 +577,7 @@ class ReplicateService:
         if self._closed:
             return
         self._closed = True
+        await self._poller.aclose()
         if self._downloads is not None:
             await self._downloads.aclose()
         await self._transport.aclose()
@@ -536,29 +702,23 @@ class ReplicateService:
                 log.warning("on_progress failed for prediction %s", prediction.id, exc_info=True)
 
         await report(prediction.status)
-        last_status = prediction.status
-        failures = 0
-        outage_since: float | None = None
-        while prediction.status not in TERMINAL_STATUSES:
-            delay = min(MAX_POLL_BACKOFF, self.poll_interval * (1 + failures))
-            await asyncio.sleep(delay)
+        if prediction.status not in TERMINAL_STATUSES:
+            watched = self._poller.watch(prediction)
             try:
-                prediction = await self._call(
-                    self._client.predictions.async_get(prediction.id), not_found=NotFoundError
-                )
-            except ReplicateUnavailable:
-                now = time.monotonic()
-                outage_since = outage_since or now
-                failures += 1
-                if now - outage_since >= self.outage_limit:
-                    raise
-                log.warning("poll %d of prediction %s failed", failures, prediction.id)
-                continue
-            failures, outage_since = 0, None
-            if prediction.status != last_status:
-                log.debug("prediction %s: %s", prediction.id, prediction.status)
-                last_status = prediction.status
-                await report(prediction.status)
+                while prediction.status not in TERMINAL_STATUSES:
+                    update = await watched.updates.get()
+                    if isinstance(update, BaseException):
+                        raise update
+                    log.debug("prediction %s: %s", update.id, update.status)
+                    prediction = update
+                    await report(prediction.status)
+            finally:
+                self._poller.unwatch(watched)
+        if prediction.status == "succeeded" and not prediction.output:
+            # A listing may leave the output out; the prediction itself has it.
+            prediction = await self._call(
+                self._client.predictions.async_get(prediction.id), not_found=NotFoundError
+            )
 
         if prediction.status == "canceled":
             raise GenerationCanceled(f"prediction {prediction.id} was canceled")

@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -614,7 +614,35 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
+T = TypeVar("T")
 CLOSE_TIMEOUT: Final = 10.0
+WRITE_GROUP_MAX: Final = 200
+
+
+@functools.cache
+def _update_by_id_stmt(table: sa.Table) -> Any:
+    return sa.update(table).where(table.c.id == sa.bindparam("_row_id")).returning(*table.c)
+
+
+@functools.cache
+def _insert_stmt(table: sa.Table) -> Any:
+    return sa.insert(table).returning(*table.c)
+
+
+@functools.cache
+def _get_by_id_stmt(table: sa.Table) -> Any:
+    return sa.select(table).where(table.c.id == sa.bindparam("_row_id"))
+
+
+def _settle(
+    future: asyncio.Future[Any], result: Any = None, *, error: Exception | None = None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _finish_even_if_cancelled(
@@ -655,6 +683,8 @@ class Store:
         self._serialize_all = serialize_all
         self._closed = False
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._write_queue: list[tuple[Callable[[AsyncConnection], Awaitable[Any]], Any]] = []
+        self._writer: asyncio.Task[None] | None = None
         self.schema_version = 0
 
     # -- infrastructure ----------------------------------------------------------------------
@@ -695,6 +725,52 @@ class Store:
             engine = self._write_engine if write else self._engine
             async with engine.connect() as conn, conn.begin():
                 yield conn
+
+    async def _write(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``op`` in a write transaction and return its result once committed.
+
+        On a SQLite file, writes that arrive while another transaction holds the write
+        lock are committed together in the next transaction (group commit): SQLite has
+        one writer at a time, and with a transaction per write, hundreds of jobs' writes
+        would wait one behind the other. If a grouped write fails, the group is rolled
+        back and each of its writes retried alone, so one failure never takes the others
+        with it."""
+        if self._write_lock is None or self._serialize_all:
+            async with self._tx(write=True) as conn:
+                return await op(conn)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._write_queue.append((op, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_groups(), name="store-writer")
+        return await future
+
+    async def _write_groups(self) -> None:
+        while self._write_queue:
+            group = self._write_queue[:WRITE_GROUP_MAX]
+            del self._write_queue[: len(group)]
+            try:
+                async with self._tx(write=True) as conn:
+                    results = [await op(conn) for op, _ in group]
+            except Exception as exc:
+                if len(group) == 1:
+                    _settle(group[0][1], error=exc)
+                    continue
+                for op, future in group:
+                    try:
+                        async with self._tx(write=True) as conn:
+                            result = await op(conn)
+                    except Exception as alone:
+                        _settle(future, error=alone)
+                    else:
+                        _settle(future, result)
+            except BaseException:
+                for _, future in (*group, *self._write_queue):
+                    future.cancel()
+                self._write_queue.clear()
+                raise
+            else:
+                for (_, future), result in zip(group, results, strict=True):
+                    _settle(future, result)
 
     def _insert(self, table: sa.Table) -> Any:
         """Dialect insert construct with ``on_conflict_do_*`` (same semantics on both)."""
@@ -788,14 +864,11 @@ class Store:
             "message_id": g.message_id,
             "source": g.source,
         }
-        gen_id = await self._insert_with_id(_gen_t, values, g.id)
-        created = await self.get_generation(gen_id)
-        assert created is not None
-        return created
+        return _to_generation(await self._insert_with_id(_gen_t, values, g.id))
 
     async def get_generation(self, gen_id: str) -> Generation | None:
         async with self._tx() as conn:
-            row = (await conn.execute(sa.select(_gen_t).where(_gen_t.c.id == gen_id))).first()
+            row = (await conn.execute(_get_by_id_stmt(_gen_t), {"_row_id": gen_id})).first()
         return _to_generation(row) if row else None
 
     async def get_generation_by_prediction_id(self, prediction_id: str) -> Generation | None:
@@ -810,7 +883,14 @@ class Store:
     async def update_generation(self, gen_id: str, **fields_: Any) -> bool:
         """Set the given columns. Returns False if there is no such generation."""
         values = _checked_fields(fields_, _GEN_UPDATABLE, GENERATION_STATUSES, "generation")
-        return await self._update(_gen_t, _gen_t.c.id == gen_id, values)
+        return await self._update_by_id(_gen_t, gen_id, values) is not None
+
+    async def set_generation(self, gen_id: str, **fields_: Any) -> Generation | None:
+        """Like :meth:`update_generation`, and return the generation as stored (None if
+        there is no such generation)."""
+        values = _checked_fields(fields_, _GEN_UPDATABLE, GENERATION_STATUSES, "generation")
+        row = await self._update_by_id(_gen_t, gen_id, values)
+        return _to_generation(row) if row is not None else None
 
     async def transition_generation(
         self, gen_id: str, *, from_status: Iterable[str], **fields_: Any
@@ -886,10 +966,7 @@ class Store:
             "notice_nonce": nonce,
             "source": t.source,
         }
-        local_id = await self._insert_with_id(_train_t, values, t.id)
-        created = await self.get_training(local_id)
-        assert created is not None
-        return created
+        return _to_training(await self._insert_with_id(_train_t, values, t.id))
 
     async def get_training(self, local_id: str) -> Training | None:
         return await self._one_training(_train_t.c.id == local_id)
@@ -908,7 +985,7 @@ class Store:
         Raises ``sqlalchemy.exc.IntegrityError`` if ``training_id`` is already used elsewhere.
         """
         values = _checked_fields(fields_, _TRAIN_UPDATABLE, TRAINING_STATUSES, "training")
-        return await self._update(_train_t, _train_t.c.id == local_id, values)
+        return await self._update_by_id(_train_t, local_id, values) is not None
 
     async def transition_training(
         self, local_id: str, *, from_status: Iterable[str], **fields_: Any
@@ -1162,20 +1239,44 @@ class Store:
     ) -> bool:
         if "updated_at" in table.c:
             values = {**values, "updated_at": _now()}
-        async with self._tx(write=True) as conn:
-            result = await conn.execute(sa.update(table).where(cond).values(**values))
-            return result.rowcount > 0
+        stmt = sa.update(table).where(cond).values(**values)
+
+        async def op(conn: AsyncConnection) -> bool:
+            return (await conn.execute(stmt)).rowcount > 0
+
+        return await self._write(op)
+
+    async def _update_by_id(
+        self, table: sa.Table, row_id: str, values: dict[str, Any]
+    ) -> sa.Row[Any] | None:
+        """Set ``values`` on one row; the row as stored, or None if there is none.
+
+        The statement is built once per table, so SQLAlchemy's compiled cache is hit
+        without building a cache key per call (a hot path: several writes per job)."""
+        if "updated_at" in table.c:
+            values = {**values, "updated_at": _now()}
+        stmt = _update_by_id_stmt(table)
+        params = {**values, "_row_id": row_id}
+
+        async def op(conn: AsyncConnection) -> sa.Row[Any] | None:
+            return (await conn.execute(stmt, params)).first()
+
+        return await self._write(op)
 
     async def _insert_with_id(
         self, table: sa.Table, values: dict[str, Any], given_id: str | None
-    ) -> str:
-        """Insert with a fresh random id, retrying on the (astronomically rare) id clash."""
+    ) -> sa.Row[Any]:
+        """Insert with a fresh random id, retrying on the (astronomically rare) id clash;
+        returns the row as stored."""
         for _attempt in range(5):
             row_id = given_id or _new_id()
+            params = {**values, "id": row_id}
+
+            async def op(conn: AsyncConnection, params: Any = params) -> sa.Row[Any]:
+                return (await conn.execute(_insert_stmt(table), params)).one()
+
             try:
-                async with self._tx(write=True) as conn:
-                    await conn.execute(sa.insert(table).values(id=row_id, **values))
-                return row_id
+                return await self._write(op)
             except sa_exc.IntegrityError:
                 if given_id is not None or not await self._id_exists(table, row_id):
                     raise

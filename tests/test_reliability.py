@@ -12,12 +12,13 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -255,6 +256,14 @@ def notices_for(discord_emu: DiscordEmulator, user: User) -> list[Message]:
     ]
 
 
+def stored_prediction_ids(data_dir: Path) -> int:
+    """How many generations of the bot's store have their prediction id recorded."""
+    uri = f"file:{data_dir / 'bot.sqlite3'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        query = "SELECT count(*) FROM generations WHERE prediction_id IS NOT NULL"
+        return int(conn.execute(query).fetchone()[0])
+
+
 async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
     discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator, tmp_path: Path
 ) -> None:
@@ -296,15 +305,9 @@ async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
             lambda: len(shown("Generating")) == 4 and len(shown("Queued")) == 1, timeout=10
         )
         await replicate_emu.wait_for(lambda: len(replicate_emu.predictions) == 4)
-        # The bot polls a prediction only once its id is stored: kill after that. (A kill
-        # between a create and storing its id: see the test after this one.)
-        await replicate_emu.wait_for(
-            lambda: all(
-                replicate_emu.request_count("GET", f"/v1/predictions/{job_id}")
-                for job_id in replicate_emu.predictions
-            ),
-            timeout=10,
-        )
+        # Kill once every prediction id is stored (re-checked on each of the bot's polls).
+        # (A kill between a create and storing its id: see the test after this one.)
+        await replicate_emu.wait_for(lambda: stored_prediction_ids(tmp_path) == 4, timeout=10)
         await replicate_emu.advance_training(trainings[0].id, step=30)
     finally:
         await first.kill()

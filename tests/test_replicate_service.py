@@ -772,3 +772,78 @@ async def test_find_and_resume_a_prediction_whose_create_answer_was_lost(
     await replicate_emu.complete_prediction(job.id)
     result = await replicate_service.resume(found)
     assert result.prediction_id == job.id and len(result.images) == 1
+
+
+# ----------------------------------------------------------------------- polling many
+
+
+async def test_many_predictions_are_polled_with_one_listing(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    """Seven predictions at once, listed two a page: each gets its own images and seed,
+    and the polls are listings (paged with the cursor), not one GET per prediction."""
+    replicate_emu.prediction_latency = 0.3
+    replicate_emu.list_page_size = 2
+    prompts = [f"cat {i}" for i in range(7)]
+    results = await asyncio.gather(
+        *(replicate_service.generate(SCHNELL, p, {"seed": i}) for i, p in enumerate(prompts))
+    )
+    assert [r.seed for r in results] == list(range(7))
+    by_id = {job.id: job for job in replicate_emu.predictions.values()}
+    for prompt, result in zip(prompts, results, strict=True):
+        assert by_id[result.prediction_id].input["prompt"] == prompt
+        assert result.images and result.images[0].data.startswith(b"RIFF")
+    listings = [p for m, p, _ in replicate_emu.requests if m == "GET" and p == "/v1/predictions"]
+    gets = replicate_emu.request_count("GET", r"/v1/predictions/[^/]+")
+    assert listings
+    # Without listings each of the 7 would be polled about 0.3 / 0.02 = 15 times.
+    assert gets < 7 * 3
+    assert any("cursor=" in url for url in replicate_emu.query_strings("GET", "/v1/predictions"))
+
+
+async def test_listing_outage_is_tolerated_then_all_finish(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.prediction_latency = 0.2
+    replicate_emu.error_next("GET", r"/v1/predictions", 503, count=3)
+    results = await asyncio.gather(
+        *(replicate_service.generate(SCHNELL, f"dog {i}") for i in range(4))
+    )
+    assert all(r.images for r in results)
+    assert replicate_emu.request_count("GET", r"/v1/predictions") >= 3
+
+
+async def test_listing_outage_past_the_limit_fails_every_follower(
+    replicate_emu: ReplicateEmulator,
+):
+    service = make_service(replicate_emu, outage_limit=0.2)
+    try:
+        replicate_emu.prediction_mode = "manual"
+        replicate_emu.error_next("GET", r"/v1/predictions(/[^/]+)?", 500, count=1000)
+        answers = await asyncio.gather(
+            *(service.generate(SCHNELL, f"owl {i}") for i in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(a, ReplicateUnavailable) for a in answers), answers
+        assert all("Replicate" in a.user_message for a in answers)  # type: ignore[union-attr]
+    finally:
+        await service.aclose()
+
+
+async def test_a_hung_poll_holds_up_only_its_prediction(
+    replicate_service: ReplicateService, replicate_emu: ReplicateEmulator
+):
+    replicate_emu.prediction_mode = "manual"
+    slow = asyncio.create_task(replicate_service.generate(SCHNELL, "slow"))
+    await replicate_emu.wait_for(lambda: replicate_emu.last_prediction is not None)
+    slow_id = replicate_emu.last_prediction.id  # type: ignore[union-attr]
+    replicate_emu.hang_next("GET", rf"/v1/predictions/{slow_id}")
+    await replicate_emu.wait_for(
+        lambda: replicate_emu.request_count("GET", rf"/v1/predictions/{slow_id}") >= 1
+    )
+    replicate_emu.prediction_mode = "auto"
+    fast = await asyncio.wait_for(replicate_service.generate(SCHNELL, "fast"), 5)
+    assert fast.images
+    assert not slow.done()
+    replicate_emu.release_hangs()
+    await replicate_emu.complete_prediction(slow_id)
+    assert (await asyncio.wait_for(slow, 10)).images

@@ -479,6 +479,8 @@ class ReplicateEmulator:
         self.prediction_latency = 0.02
         self.training_step_delay = 0.01
         self.next_output_bytes: int | None = None
+        self.list_page_size = 100
+        self._query_strings: list[tuple[str, str, str]] = []
         self.webhook_max_attempts = 4
         self.webhook_retry_delay = 0.05
 
@@ -674,6 +676,10 @@ class ReplicateEmulator:
         """Wait until ``predicate()`` is true; re-checked on every state change."""
         async with self._cond:
             return await asyncio.wait_for(self._cond.wait_for(predicate), timeout)
+
+    def query_strings(self, method: str, path: str) -> list[str]:
+        """The query strings of the requests made to exactly ``path``, in order."""
+        return [q for m, p, q in self._query_strings if m == method and p == path]
 
     def request_count(self, method: str, path_regex: str) -> int:
         pattern = re.compile(path_regex)
@@ -881,6 +887,7 @@ class ReplicateEmulator:
         except ValueError:
             parsed = None
         self.requests.append((request.method, request.path, parsed))
+        self._query_strings.append((request.method, request.path, request.query_string))
         self.counts["requests"] += 1
         await self._notify()
 
@@ -1075,10 +1082,28 @@ class ReplicateEmulator:
         return await self._answer_created(request, job)
 
     async def _list_predictions(self, request: web.Request) -> web.Response:
-        """Newest first, one page of 100, as Replicate pages them."""
+        """Newest first, ``list_page_size`` (100) a page, with an opaque ``cursor`` to the
+        next and previous pages, as Replicate pages them."""
         newest = sorted(self.predictions.values(), key=lambda j: j.created_at, reverse=True)
-        results = [job.to_json(self.base_url) for job in newest[:100]]
-        return web.json_response({"next": None, "previous": None, "results": results})
+        try:
+            raw = request.query.get("cursor")
+            start = int(base64.urlsafe_b64decode(raw).decode().removeprefix("o=")) if raw else 0
+        except ValueError:
+            return _problem(400, "Bad Request", "Invalid cursor")
+        size = self.list_page_size
+
+        def link(offset: int) -> str:
+            cursor = base64.urlsafe_b64encode(f"o={offset}".encode()).decode()
+            return f"{self.base_url}/v1/predictions?cursor={cursor}"
+
+        results = [job.to_json(self.base_url) for job in newest[start : start + size]]
+        return web.json_response(
+            {
+                "next": link(start + size) if start + size < len(newest) else None,
+                "previous": link(max(0, start - size)) if start > 0 else None,
+                "results": results,
+            }
+        )
 
     async def _get_prediction(self, request: web.Request) -> web.Response:
         return self._job_answer(self.predictions.get(request.match_info["id"]))
