@@ -651,3 +651,33 @@ async def test_prune_webhooks(store: Store) -> None:
     assert await store.prune_webhooks(T0 - timedelta(days=1)) == 1
     assert await store.record_webhook("old", T0)  # forgotten, so accepted again
     assert not await store.record_webhook("new", T0)
+
+
+async def test_concurrent_writes_share_transactions_and_failures_stay_apart(
+    sqlite_store: Store,
+) -> None:
+    """Writes that arrive together are committed together (SQLite has one writer at a
+    time); a write that fails inside such a group fails alone."""
+    trainings = [await sqlite_store.create_training(new_training()) for _ in range(40)]
+    begins: list[int] = []
+    sa.event.listen(sqlite_store._engine.sync_engine, "begin", lambda conn: begins.append(1))
+    done = await asyncio.gather(
+        *(sqlite_store.update_training(t.id, step=i) for i, t in enumerate(trainings))
+    )
+    assert done == [True] * 40
+    assert len(begins) <= 5, f"{len(begins)} transactions for 40 concurrent writes"
+
+    wanted = [f"r{i}" for i in range(39)] + ["r0"]  # the last one clashes with the first
+    answers = await asyncio.gather(
+        *(
+            sqlite_store.update_training(t.id, training_id=rid)
+            for t, rid in zip(trainings, wanted, strict=True)
+        ),
+        return_exceptions=True,
+    )
+    errors = [a for a in answers if isinstance(a, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], IntegrityError)
+    assert answers.count(True) == 39
+    stored = await asyncio.gather(*(sqlite_store.get_training(t.id) for t in trainings))
+    assert sorted(t.training_id for t in stored if t and t.training_id) == sorted(wanted[:39])
+    assert [t.step for t in stored if t] == list(range(40))
