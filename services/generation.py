@@ -152,7 +152,8 @@ class GenerationService:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._last_use: dict[str, float] = {}
         self._closing = False
-        self._used_today: dict[str, tuple[datetime, int]] = {}
+        self._used_today: tuple[datetime, dict[str, int]] | None = None
+        self._counting: tuple[datetime, asyncio.Future[dict[str, int]]] | None = None
 
     # -- models -----------------------------------------------------------------
 
@@ -219,15 +220,25 @@ class GenerationService:
         self.check_capacity()
 
     async def _count_today(self, user_key: str, day_start: datetime) -> int:
-        """The user's generations today: counted in the store once per user and day, then
-        kept up to date by :meth:`create`, so a busy bot does not query the store before
-        every answer. Other processes' generations are seen at the next day's count."""
-        cached = self._used_today.get(user_key)
-        if cached is not None and cached[0] == day_start:
-            return cached[1]
-        used = await self.store.count_generations_since(user_key, day_start)
-        self._used_today[user_key] = (day_start, used)
-        return used
+        """The user's generations today. Everyone's are counted in the store with one
+        query on the day's first check, then kept up to date by :meth:`create`, so a busy
+        bot does not query the store before every answer. Other processes' generations
+        are seen at the next day's count."""
+        today = self._used_today
+        if today is None or today[0] != day_start:
+            counting = self._counting
+            if counting is None or counting[0] != day_start:
+                load = asyncio.ensure_future(self.store.count_generations_by_user(day_start))
+                counting = self._counting = (day_start, load)
+            try:
+                counts = await asyncio.shield(counting[1])
+            finally:
+                if self._counting is counting and counting[1].done():
+                    self._counting = None
+            today = self._used_today
+            if today is None or today[0] != day_start:
+                today = self._used_today = (day_start, dict(counts))
+        return today[1].get(user_key, 0)
 
     def check_capacity(self) -> None:
         if self._closing:
@@ -273,9 +284,9 @@ class GenerationService:
             trigger_prepended = True
         self.check_capacity()
         self._last_use[user_key] = time.monotonic()
-        cached = self._used_today.get(user_key)
-        if cached is not None:
-            self._used_today[user_key] = (cached[0], cached[1] + 1)
+        if self._used_today is not None:
+            counts = self._used_today[1]
+            counts[user_key] = counts.get(user_key, 0) + 1
         return await self.store.create_generation(
             NewGeneration(
                 user_key=user_key,

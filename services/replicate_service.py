@@ -66,6 +66,9 @@ POLL_OUTAGE_LIMIT = 60.0
 """Seconds of failed polls in a row after which a prediction is given up as unreachable:
 the job is paid for, so a short outage of Replicate must not lose its images."""
 MAX_POLL_BACKOFF = 5.0
+# Outputs of many jobs finishing together are fetched at once: keep those connections
+# (TLS handshakes cost more than the downloads themselves).
+DOWNLOAD_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 LIST_POLL_MIN = 3
 """With this many predictions followed at once, one listing of recent predictions per
 poll replaces a GET of each: a busy bot's polls stop growing with its load."""
@@ -373,7 +376,8 @@ class _Watched:
 
 
 class _PredictionPoller:
-    """One task polls every prediction the process follows, once per ``poll_interval``.
+    """One task polls every prediction the process follows, once per ``poll_interval``
+    (``list_poll_interval`` while listing: one request covers all, so it can be sooner).
 
     With few predictions due, each is fetched by id. From ``LIST_POLL_MIN`` on, one
     listing of the newest predictions (100 a page, newest first) answers for all of them,
@@ -407,7 +411,9 @@ class _PredictionPoller:
 
     async def _run(self) -> None:
         while self._watched:
-            await asyncio.sleep(self._service.poll_interval)
+            service = self._service
+            listing = len(self._watched) >= LIST_POLL_MIN
+            await asyncio.sleep(service.list_poll_interval if listing else service.poll_interval)
             now = time.monotonic()
             due = [w for w in self._watched.values() if not w.busy and w.next_poll <= now]
             for watched in due:
@@ -528,6 +534,7 @@ class ReplicateService:
         *,
         base_url: str | None = None,
         poll_interval: float = 0.5,
+        list_poll_interval: float = 0.2,
         max_output_bytes: int = 50 * 1024 * 1024,
         request_timeout: float = 30.0,
         max_create_retries: int = 3,
@@ -538,6 +545,7 @@ class ReplicateService:
         self._token = api_token
         self.base_url = (base_url or "https://api.replicate.com").rstrip("/")
         self.poll_interval = poll_interval
+        self.list_poll_interval = min(list_poll_interval, poll_interval)
         self.max_output_bytes = max_output_bytes
         self.request_timeout = request_timeout
         self.max_create_retries = max_create_retries
@@ -816,7 +824,9 @@ class ReplicateService:
         # Separate from the API client on purpose: output hosts never see the token.
         # Built on first use so it reads SSL_CERT_FILE as the environment is then.
         if self._downloads is None:
-            self._downloads = httpx.AsyncClient(timeout=self._timeout, follow_redirects=True)
+            self._downloads = httpx.AsyncClient(
+                timeout=self._timeout, follow_redirects=True, limits=DOWNLOAD_LIMITS
+            )
         return self._downloads
 
     async def _download(self, url: str) -> bytes:

@@ -390,7 +390,13 @@ def _current_schema() -> sa.MetaData:
     """
     md = sa.MetaData(naming_convention=_NAMING)
     _schema_v1(md)
+    _gen_by_day(md.tables["generations"])
     return md
+
+
+def _gen_by_day(generations: sa.Table) -> sa.Index:
+    """Step 2: the day's generations of every user are counted at once (daily quotas)."""
+    return sa.Index(None, generations.c.created_at)
 
 
 _METADATA: Final = _current_schema()
@@ -427,8 +433,17 @@ def _m001_initial(conn: sa.Connection) -> None:
     md.create_all(conn)
 
 
+def _m002_generations_by_day(conn: sa.Connection) -> None:
+    md = sa.MetaData(naming_convention=_NAMING)
+    _schema_v1(md)
+    _gen_by_day(md.tables["generations"]).create(conn)
+
+
 #: Append-only. Steps must be written so that they only ever run once (the runner guarantees it).
-MIGRATIONS: Final[tuple[_Migration, ...]] = (_Migration(1, "initial schema", _m001_initial),)
+MIGRATIONS: Final[tuple[_Migration, ...]] = (
+    _Migration(1, "initial schema", _m001_initial),
+    _Migration(2, "index generations by creation time", _m002_generations_by_day),
+)
 LATEST_SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
 
@@ -500,7 +515,9 @@ async def open_store(database_url: str) -> Store:
             # One shared connection keeps an in-memory database alive; all work is serialised
             # on it (see Store._tx). Files get a small pool: readers run in parallel in WAL.
             poolclass=StaticPool if memory else AsyncAdaptedQueuePool,
-            **({} if memory else {"pool_size": 5, "max_overflow": 10}),
+            # No overflow: connections past the pool would be opened and closed per use,
+            # each costing a thread and the PRAGMAs.
+            **({} if memory else {"pool_size": 16, "max_overflow": 0}),
         )
         _install_sqlite_hooks(engine)
         store = Store(engine, serialize_all=memory)
@@ -914,6 +931,18 @@ class Store:
                 .where(_gen_t.c.user_key == user_key, _gen_t.c.created_at >= since)
             )
         return int(n or 0)
+
+    async def count_generations_by_user(self, since: datetime) -> dict[str, int]:
+        """Generations created at or after ``since``, per user_key (users with none are
+        left out)."""
+        _require_aware(since=since)
+        query = (
+            sa.select(_gen_t.c.user_key, sa.func.count())
+            .where(_gen_t.c.created_at >= since)
+            .group_by(_gen_t.c.user_key)
+        )
+        async with self._tx() as conn:
+            return {key: int(n) for key, n in await conn.execute(query)}
 
     async def unfinished_generations(self) -> list[Generation]:
         """Queued or running generations, oldest first (restart recovery)."""

@@ -186,6 +186,25 @@ async def test_daily_quota(
     assert "00:00 UTC" in callback.data["content"]
 
 
+async def test_daily_quota_counts_what_was_stored_before_a_restart(
+    harness: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
+) -> None:
+    """Today's generations are counted from the store when the bot starts, for everyone
+    at once: a restart does not hand out a fresh quota."""
+    await harness.start(GENERATIONS_PER_USER_PER_DAY="2")
+    heavy, light = discord_emu.add_user("heavy"), discord_emu.add_user("light")
+    for prompt in ("a", "b"):
+        done = await discord_emu.slash("generate", options={"prompt": prompt}, user=heavy)
+        await done.wait_original(has_images(1), timeout=10)
+    await harness.restart(GENERATIONS_PER_USER_PER_DAY="2")
+    refused = await discord_emu.slash("generate", options={"prompt": "c"}, user=heavy)
+    callback = await refused.first_response(timeout=3)
+    assert "for today" in callback.data["content"]
+    allowed = await discord_emu.slash("generate", options={"prompt": "d"}, user=light)
+    await allowed.wait_original(has_images(1), timeout=10)
+    assert replicate_emu.counts["predictions_created"] == 3
+
+
 async def test_queue_positions_with_concurrency_one(
     harness: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
 ) -> None:

@@ -353,6 +353,13 @@ async def test_count_generations_since(store: Store) -> None:
     )
     with pytest.raises(ValueError):
         await store.count_generations_since("discord:5", datetime(2025, 1, 1))
+    by_user = store.count_generations_by_user
+    assert await by_user(T0 - timedelta(hours=1)) == {"discord:5": 3, "api:abc": 1}
+    assert await by_user(T0 - timedelta(days=1)) == {"discord:5": 5, "api:abc": 1}
+    assert await by_user(T0) == {"discord:5": 1, "api:abc": 1}  # inclusive bound
+    assert await by_user(T0 + timedelta(seconds=1)) == {}
+    with pytest.raises(ValueError):
+        await by_user(datetime(2025, 1, 1))
 
 
 async def test_unfinished_generations(store: Store) -> None:
