@@ -353,9 +353,16 @@ class Generate(commands.Cog):
         progress = ProgressMessage(interaction, progress_view(generation.id))
         state_holder: dict[str, JobState] = {}
 
+        shown_step: list[object] = [None]
+
         async def listener(state: JobState) -> None:
+            # Replicate's status changes (starting, processing) do not change what the
+            # user sees; the ticker below keeps the elapsed time current.
             state_holder["state"] = state
-            await progress.show(progress_text(state))
+            step = (state.phase, state.position, state.queue_size)
+            if step != shown_step[0]:
+                shown_step[0] = step
+                await progress.show(progress_text(state))
 
         async def ticker() -> None:
             while True:

@@ -219,6 +219,7 @@ async def test_queue_positions_with_concurrency_one(
         await handles[-1].first_response(timeout=3)
     await handles[1].wait_original(lambda m: "position 1 of 2" in m.content, timeout=5)
     await handles[2].wait_original(lambda m: "position 2 of 2" in m.content, timeout=5)
+    await replicate_emu.wait_for(lambda: replicate_emu.counts["predictions_created"] >= 1)
     assert replicate_emu.counts["predictions_created"] == 1
     for expected in range(3):
         prediction = await replicate_emu.wait_for(
