@@ -42,6 +42,7 @@ async def build_services(settings: Settings, http: aiohttp.ClientSession) -> Ser
             base_url=settings.replicate_base_url,
             max_output_bytes=settings.max_output_mb * 1024 * 1024,
             outage_limit=settings.replicate_outage_seconds,
+            http=http,
         )
     except BaseException:
         await store.close()

@@ -369,7 +369,11 @@ class GenerationService:
         }
         try:
             result = await self.replicate.generate(
-                generation.model, generation.prompt, options, on_progress=on_progress
+                generation.model,
+                generation.prompt,
+                options,
+                on_progress=on_progress,
+                webhook=self.settings.webhook_url,
             )
         except GenerationCanceled:
             await self._finish(gen_id, state, "canceled", error="Canceled.")

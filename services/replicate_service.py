@@ -16,7 +16,8 @@ Rules that matter for money and for safety:
 - Outputs are deleted by Replicate after an hour, so they are downloaded as soon as the
   prediction succeeds, with a size limit.
 - TLS trust comes from the environment (``SSL_CERT_FILE``), read by httpx when a
-  transport is created; no bundle is pinned here.
+  transport is created and by the output downloads' context when first needed; no
+  bundle is pinned here.
 - The API token never appears in logs, exception messages or reprs.
 """
 
@@ -30,19 +31,23 @@ import io
 import logging
 import mimetypes
 import re
+import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
+import aiohttp
 import httpx
 import replicate
 from replicate.exceptions import ReplicateError
 from replicate.helpers import FileOutput
+from replicate.prediction import Prediction
 
 try:  # the replicate client validates responses with pydantic's v1 API
     from pydantic.v1 import ValidationError as _PydanticValidationError
@@ -66,9 +71,9 @@ POLL_OUTAGE_LIMIT = 60.0
 """Seconds of failed polls in a row after which a prediction is given up as unreachable:
 the job is paid for, so a short outage of Replicate must not lose its images."""
 MAX_POLL_BACKOFF = 5.0
-# Outputs of many jobs finishing together are fetched at once: keep those connections
-# (TLS handshakes cost more than the downloads themselves).
-DOWNLOAD_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+DOWNLOAD_CHUNK = 64 * 1024
+WEBHOOK_LATE = timedelta(seconds=2)
+EARLY_DELIVERIES_KEPT = 256
 LIST_POLL_MIN = 3
 """With this many predictions followed at once, one listing of recent predictions per
 poll replaces a GET of each: a busy bot's polls stop growing with its load."""
@@ -369,6 +374,7 @@ class _Watched:
     prediction: Any
     created_at: datetime | None
     updates: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    webhooked: bool = False
     busy: bool = False
     failures: int = 0
     outage_since: float | None = None
@@ -391,13 +397,26 @@ class _PredictionPoller:
         self._watched: dict[str, _Watched] = {}
         self._task: asyncio.Task[None] | None = None
         self._rounds: set[asyncio.Task[None]] = set()
+        self._early: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
 
-    def watch(self, prediction: Any) -> _Watched:
-        watched = _Watched(prediction, _parse_time(prediction.created_at))
+    def watch(self, prediction: Any, *, webhooked: bool = False) -> _Watched:
+        watched = _Watched(prediction, _parse_time(prediction.created_at), webhooked=webhooked)
+        if webhooked:
+            watched.next_poll = time.monotonic() + self._service.webhook_poll_interval
         self._watched[prediction.id] = watched
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="replicate-poller")
+        early = self._early.pop(prediction.id, None)
+        if early is not None:
+            self.offer(early)
         return watched
+
+    def keep_early(self, payload: Mapping[str, Any]) -> None:
+        if payload.get("status") not in TERMINAL_STATUSES:
+            return
+        self._early[str(payload.get("id"))] = payload
+        while len(self._early) > EARLY_DELIVERIES_KEPT:
+            self._early.popitem(last=False)
 
     def unwatch(self, watched: _Watched) -> None:
         if self._watched.get(watched.prediction.id) is watched:
@@ -483,9 +502,32 @@ class _PredictionPoller:
             return
         self._update(watched, prediction)
 
-    def _update(self, watched: _Watched, prediction: Any) -> None:
-        watched.busy = False
+    def offer(self, payload: Mapping[str, Any]) -> bool:
+        watched = self._watched.get(str(payload.get("id")))
+        if watched is None:
+            return False
+        try:
+            prediction = Prediction(**payload)
+        except (_PydanticValidationError, TypeError) as exc:
+            log.warning("unusable webhook for prediction %s: %s", payload.get("id"), exc)
+            return True
+        busy = watched.busy
+        self._update(watched, prediction, polled=False)
+        watched.busy = busy
+        return True
+
+    def _update(self, watched: _Watched, prediction: Any, *, polled: bool = True) -> None:
+        if polled:
+            watched.busy = False
         watched.failures, watched.outage_since = 0, None
+        if watched.webhooked:
+            watched.next_poll = time.monotonic() + self._service.webhook_poll_interval
+        if watched.prediction.status in TERMINAL_STATUSES:
+            return
+        if polled and watched.webhooked and prediction.status in TERMINAL_STATUSES:
+            completed = _parse_time(prediction.completed_at)
+            if completed is not None and datetime.now(UTC) - completed > WEBHOOK_LATE:
+                self._service._webhook_missed(prediction.id)
         if prediction.status == watched.prediction.status and (
             prediction.status not in TERMINAL_STATUSES
         ):
@@ -535,8 +577,10 @@ class ReplicateService:
         base_url: str | None = None,
         poll_interval: float = 0.5,
         list_poll_interval: float = 0.2,
+        webhook_poll_interval: float = 5.0,
         max_output_bytes: int = 50 * 1024 * 1024,
         request_timeout: float = 30.0,
+        http: aiohttp.ClientSession | None = None,
         max_create_retries: int = 3,
         outage_limit: float = POLL_OUTAGE_LIMIT,
     ) -> None:
@@ -546,6 +590,8 @@ class ReplicateService:
         self.base_url = (base_url or "https://api.replicate.com").rstrip("/")
         self.poll_interval = poll_interval
         self.list_poll_interval = min(list_poll_interval, poll_interval)
+        self.webhook_poll_interval = webhook_poll_interval
+        self._webhooks_missed = 0
         self.max_output_bytes = max_output_bytes
         self.request_timeout = request_timeout
         self.max_create_retries = max_create_retries
@@ -565,7 +611,16 @@ class ReplicateService:
             },
         )
         self._client.poll_interval = poll_interval
-        self._downloads: httpx.AsyncClient | None = None
+        # Outputs are fetched with aiohttp (the process's shared session when given): it
+        # costs a fraction of httpx's CPU per request, which counts when many jobs finish
+        # together. Separate from the API client on purpose: output hosts never see the
+        # token.
+        self._http = http
+        self._own_http: aiohttp.ClientSession | None = None
+        self._download_ssl: ssl.SSLContext | None = None
+        self._download_timeout = aiohttp.ClientTimeout(
+            total=None, connect=min(10.0, request_timeout), sock_read=request_timeout
+        )
         self._webhook_secret: str | None = None
         self._secret_lock = asyncio.Lock()
         self._poller = _PredictionPoller(self)
@@ -586,8 +641,8 @@ class ReplicateService:
             return
         self._closed = True
         await self._poller.aclose()
-        if self._downloads is not None:
-            await self._downloads.aclose()
+        if self._own_http is not None:
+            await self._own_http.close()
         await self._transport.aclose()
 
     async def __aenter__(self) -> ReplicateService:
@@ -636,9 +691,14 @@ class ReplicateService:
         options: dict[str, Any] | None = None,
         *,
         on_progress: Callable[[Progress], Awaitable[None]] | None = None,
+        webhook: str | None = None,
     ) -> GenerationResult:
         """Run ``model`` (``owner/name`` official, or ``owner/name:version`` trained) and
         return its images, downloaded.
+
+        With ``webhook``, Replicate posts the prediction there when it completes (hand
+        the delivery to :meth:`offer_prediction`); it is then polled only rarely, in case
+        the delivery is lost.
 
         ``on_progress`` is awaited right after the prediction is created (so the caller
         knows the id and can cancel it) and on every status change. If the caller
@@ -647,21 +707,50 @@ class ReplicateService:
         ref = parse_model_ref(model or DEFAULT_MODEL)
         inputs = {k: v for k, v in (options or {}).items() if v is not None}
         inputs["prompt"] = prompt
+        hooks: dict[str, Any] = (
+            {"webhook": webhook, "webhook_events_filter": ["completed"]} if webhook else {}
+        )
 
         if ref.version:
             prediction = await self._create(
-                lambda: self._client.predictions.async_create(version=ref.version, input=inputs),
+                lambda: self._client.predictions.async_create(
+                    version=ref.version, input=inputs, **hooks
+                ),
                 what=f"prediction for {ref.model}:{ref.version[:8]}",
             )
         else:
             prediction = await self._create(
                 lambda: self._client.models.predictions.async_create(
-                    model=(ref.owner, ref.name), input=inputs
+                    model=(ref.owner, ref.name), input=inputs, **hooks
                 ),
                 what=f"prediction for {ref.model}",
             )
         log.info("prediction %s created for %s (%s)", prediction.id, ref, prediction.status)
-        return await self._follow(prediction, inputs, str(ref), on_progress)
+        return await self._follow(
+            prediction, inputs, str(ref), on_progress, webhooked=webhook is not None
+        )
+
+    def _webhook_missed(self, prediction_id: str) -> None:
+        self._webhooks_missed += 1
+        level = logging.WARNING if self._webhooks_missed == 1 else logging.DEBUG
+        log.log(
+            level,
+            "prediction %s finished without its webhook arriving: is PUBLIC_URL reachable "
+            "from Replicate? (%d so far; such jobs are found by a poll every %.0f s)",
+            prediction_id,
+            self._webhooks_missed,
+            self.webhook_poll_interval,
+        )
+
+    def offer_prediction(self, payload: Mapping[str, Any]) -> bool:
+        """Take a verified webhook delivery for a prediction this process follows; False
+        if it follows no prediction with that id (a training's delivery, for instance)."""
+        return self._poller.offer(payload)
+
+    def keep_early_delivery(self, payload: Mapping[str, Any]) -> None:
+        """Keep a verified delivery that matched nothing for a little while: a prediction
+        can end before the answer to its create has been read, and is then followed."""
+        self._poller.keep_early(payload)
 
     async def resume(
         self,
@@ -698,6 +787,8 @@ class ReplicateService:
         inputs: Mapping[str, Any],
         model: str,
         on_progress: Callable[[Progress], Awaitable[None]] | None,
+        *,
+        webhooked: bool = False,
     ) -> GenerationResult:
         started = time.monotonic()
 
@@ -709,10 +800,14 @@ class ReplicateService:
             except Exception:  # a failing progress message must not abort a paid job
                 log.warning("on_progress failed for prediction %s", prediction.id, exc_info=True)
 
-        await report(prediction.status)
-        if prediction.status not in TERMINAL_STATUSES:
-            watched = self._poller.watch(prediction)
+        if prediction.status in TERMINAL_STATUSES:
+            await report(prediction.status)
+        else:
+            # Followed before the first report, which may take a while (it stores the id):
+            # a fast prediction's webhook can arrive meanwhile.
+            watched = self._poller.watch(prediction, webhooked=webhooked)
             try:
+                await report(prediction.status)
                 while prediction.status not in TERMINAL_STATUSES:
                     update = await watched.updates.get()
                     if isinstance(update, BaseException):
@@ -820,35 +915,38 @@ class ReplicateService:
             raise OutputTooLarge(f"data URL output exceeds {self.max_output_bytes} bytes")
         return data, media_type
 
-    def _download_client(self) -> httpx.AsyncClient:
-        # Separate from the API client on purpose: output hosts never see the token.
-        # Built on first use so it reads SSL_CERT_FILE as the environment is then.
-        if self._downloads is None:
-            self._downloads = httpx.AsyncClient(
-                timeout=self._timeout, follow_redirects=True, limits=DOWNLOAD_LIMITS
-            )
-        return self._downloads
+    def _download_session(self) -> tuple[aiohttp.ClientSession, ssl.SSLContext]:
+        if self._download_ssl is None:
+            # Built on first use so that it reads SSL_CERT_FILE as the environment is then.
+            self._download_ssl = ssl.create_default_context()
+        http = self._http
+        if http is None or http.closed:
+            if self._own_http is None:
+                self._own_http = aiohttp.ClientSession()
+            http = self._own_http
+        return http, self._download_ssl
 
     async def _download(self, url: str) -> bytes:
         limit = self.max_output_bytes
+        http, context = self._download_session()
         try:
-            async with self._download_client().stream("GET", url) as response:
-                if response.status_code in (404, 410):
-                    raise OutputExpired(f"output gone ({response.status_code})")
-                if response.status_code >= 400:
-                    raise ReplicateUnavailable(f"output download failed ({response.status_code})")
-                declared = response.headers.get("Content-Length")
-                if declared and declared.isdigit() and int(declared) > limit:
+            async with http.get(url, ssl=context, timeout=self._download_timeout) as response:
+                if response.status in (404, 410):
+                    raise OutputExpired(f"output gone ({response.status})")
+                if response.status >= 400:
+                    raise ReplicateUnavailable(f"output download failed ({response.status})")
+                declared = response.content_length
+                if declared is not None and declared > limit:
                     raise OutputTooLarge(f"output is {declared} bytes, limit {limit}")
                 buffer = bytearray()
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
                     buffer.extend(chunk)
                     if len(buffer) > limit:
                         raise OutputTooLarge(f"output exceeds {limit} bytes")
                 return bytes(buffer)
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise ReplicateUnavailable("output download timed out") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise ReplicateUnavailable(f"output download failed: {type(exc).__name__}") from exc
 
     # ------------------------------------------------------------------ models

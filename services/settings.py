@@ -184,6 +184,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def webhook_url(self) -> str | None:
+        """Where Replicate sends job events: only with PUBLIC_URL (else jobs are polled)."""
+        base = self.public_url
+        return f"{base.rstrip('/')}/webhooks/replicate" if base else None
+
+    @property
     def web_enabled(self) -> bool:
         """The web server runs when a port is set, or when webhooks need a receiver."""
         return self.http_port is not None or self.public_url is not None

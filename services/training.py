@@ -229,8 +229,7 @@ class TrainingService:
 
     @property
     def webhook_url(self) -> str | None:
-        base = self.settings.public_url
-        return f"{base.rstrip('/')}/webhooks/replicate" if base else None
+        return self.settings.webhook_url
 
     async def cancel(self, local_id: str) -> Training:
         training = await self.store.get_training(local_id)
@@ -371,19 +370,23 @@ class TrainingService:
     # -- webhooks ----------------------------------------------------------------
 
     async def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> str:
-        """Verify and apply one delivery. Raises WebhookVerificationError (-> 401)."""
+        """Verify and apply one delivery: a training's, or the end of a prediction this
+        process follows. Raises WebhookVerificationError (-> 401)."""
         secret = await self.replicate.webhook_secret()
         verify_webhook(headers, body, secret)
-        webhook_id = headers.get("webhook-id", "")
-        if not await self.store.record_webhook(webhook_id, datetime.now(UTC)):
-            return "duplicate"
         try:
             payload = json.loads(body)
             training_id = payload["id"]
         except (ValueError, KeyError, TypeError):
             return "ignored"
+        if self.replicate.offer_prediction(payload):
+            return "applied"  # repeats are harmless: a finished prediction is no longer followed
+        webhook_id = headers.get("webhook-id", "")
+        if not await self.store.record_webhook(webhook_id, datetime.now(UTC)):
+            return "duplicate"
         training = await self.store.get_training_by_replicate_id(str(training_id))
         if training is None:
+            self.replicate.keep_early_delivery(payload)
             return "unknown"
         state = self.replicate.training_state_from_payload(payload)
         await self.apply(training, state, webhook=True)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import re
 
+import aiohttp
 import pytest
 from PIL import Image
 
 from tests.emulators.discord import DiscordEmulator, Message, Perm
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness
+from tests.test_train import free_port
 
 NSFW_FLUX = (
     "All generated images contained NSFW content. Try running it again with a different prompt."
@@ -382,3 +384,25 @@ async def test_expired_token_posts_in_channel_with_mention(
     )
     assert handle.user.id in {u.id for u in message.pinged_users()}
     assert not message.pinged_everyone()
+
+
+async def test_with_public_url_the_images_come_by_webhook_without_polling(
+    harness: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
+) -> None:
+    """With PUBLIC_URL, Replicate tells the bot when a prediction is done: no polls,
+    and a forged delivery for it is refused and changes nothing."""
+    port = free_port()
+    await harness.start(PUBLIC_URL=f"http://127.0.0.1:{port}", HTTP_PORT=str(port))
+    replicate_emu.prediction_mode = "manual"
+    handle = await discord_emu.slash("generate", options={"prompt": "a kingfisher"})
+    job = await replicate_emu.wait_for(lambda: replicate_emu.last_prediction)
+    assert job.webhook == f"http://127.0.0.1:{port}/webhooks/replicate"
+    async with aiohttp.ClientSession() as http:
+        forged = {"id": job.id, "status": "failed", "error": "forged"}
+        async with http.post(job.webhook, json=forged, headers={"webhook-id": "x"}) as resp:
+            assert resp.status == 401
+    await replicate_emu.complete_prediction(job.id)
+    message = await handle.wait_original(has_images(1), timeout=10)
+    assert "forged" not in message.content
+    assert replicate_emu.counts["webhooks_delivered"] >= 1
+    assert replicate_emu.request_count("GET", r"/v1/predictions(/[^/]+)?") == 0

@@ -847,3 +847,75 @@ async def test_a_hung_poll_holds_up_only_its_prediction(
     replicate_emu.release_hangs()
     await replicate_emu.complete_prediction(slow_id)
     assert (await asyncio.wait_for(slow, 10)).images
+
+
+# ----------------------------------------------------------------------- prediction webhooks
+
+
+async def test_a_webhooked_prediction_ends_with_its_delivery_not_a_poll(
+    replicate_emu: ReplicateEmulator, webhook_receiver: WebhookReceiver
+):
+    service = make_service(replicate_emu, webhook_poll_interval=60)
+    try:
+        replicate_emu.prediction_mode = "manual"
+        task = asyncio.create_task(
+            service.generate(SCHNELL, "a heron", webhook=webhook_receiver.url)
+        )
+        job = await replicate_emu.wait_for(lambda: replicate_emu.last_prediction)
+        assert job.webhook == webhook_receiver.url
+        assert job.webhook_events == {"completed"}
+        await replicate_emu.complete_prediction(job.id)
+        await webhook_receiver.wait_for(lambda: webhook_receiver.received)
+        assert not task.done()  # nothing polled it
+        headers, body = webhook_receiver.received[-1]
+        verify_webhook(headers, body, await service.webhook_secret())
+        assert service.offer_prediction(json.loads(body)) is True
+        result = await asyncio.wait_for(task, 5)
+        assert result.prediction_id == job.id and result.images
+        assert replicate_emu.request_count("GET", rf"/v1/predictions(/{job.id})?") == 0
+        # A repeated delivery, or one for something not followed, changes nothing.
+        assert service.offer_prediction(json.loads(body)) is False
+        assert service.offer_prediction({"id": "not-followed", "status": "succeeded"}) is False
+    finally:
+        await service.aclose()
+
+
+async def test_a_lost_prediction_webhook_is_made_up_for_by_a_rare_poll(
+    replicate_emu: ReplicateEmulator, webhook_receiver: WebhookReceiver
+):
+    service = make_service(replicate_emu, webhook_poll_interval=0.3)
+    try:
+        replicate_emu.prediction_latency = 0.05
+        result = await asyncio.wait_for(
+            service.generate(SCHNELL, "a stork", webhook=webhook_receiver.url), 5
+        )
+        assert result.images
+        assert webhook_receiver.received  # delivered, but nobody handed it over
+        gets = replicate_emu.request_count("GET", r"/v1/predictions(/[^/]+)?")
+        assert 1 <= gets <= 2  # one poll after 0.3 s, not one every 0.02 s
+    finally:
+        await service.aclose()
+
+
+async def test_a_webhook_that_beats_the_create_answer_is_kept_for_the_follower(
+    replicate_emu: ReplicateEmulator, webhook_receiver: WebhookReceiver
+):
+    service = make_service(replicate_emu, webhook_poll_interval=60)
+    try:
+        replicate_emu.prediction_mode = "manual"
+        replicate_emu.hang_next("POST", OFFICIAL_CREATE, process=True)
+        task = asyncio.create_task(
+            service.generate(SCHNELL, "an egret", webhook=webhook_receiver.url)
+        )
+        job = await replicate_emu.wait_for(lambda: replicate_emu.last_prediction)
+        await replicate_emu.complete_prediction(job.id)
+        await webhook_receiver.wait_for(lambda: webhook_receiver.received)
+        _headers, body = webhook_receiver.received[-1]
+        assert service.offer_prediction(json.loads(body)) is False  # not followed yet
+        service.keep_early_delivery(json.loads(body))
+        replicate_emu.release_hangs()
+        result = await asyncio.wait_for(task, 5)
+        assert result.prediction_id == job.id and result.images
+        assert replicate_emu.request_count("GET", rf"/v1/predictions(/{job.id})?") == 0
+    finally:
+        await service.aclose()

@@ -502,7 +502,8 @@ class ReplicateEmulator:
         self._release = asyncio.Event()
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._webhook_queue: asyncio.Queue[tuple[Job, tuple[str, ...], bytes]] = asyncio.Queue()
+        # One queue per job: a job's deliveries arrive in order, different jobs' at once.
+        self._webhook_queues: dict[str, asyncio.Queue[tuple[tuple[str, ...], bytes]]] = {}
         self._http: aiohttp.ClientSession | None = None
         self._runners: list[web.AppRunner] = []
         self.base_url = ""
@@ -560,7 +561,6 @@ class ReplicateEmulator:
         self.base_url = f"http://127.0.0.1:{api_sock.getsockname()[1]}"
         self.files_base_url = f"https://127.0.0.1:{files_sock.getsockname()[1]}"
         self._http = aiohttp.ClientSession()
-        self._spawn(self._webhook_worker())
         return self
 
     async def close(self) -> None:
@@ -801,12 +801,18 @@ class ReplicateEmulator:
         wanted = tuple(e for e in events if e in job.webhook_events)
         if job.webhook and wanted:
             body = json.dumps(job.to_json(self.base_url)).encode()
-            self._webhook_queue.put_nowait((job, wanted, body))
+            queue = self._webhook_queues.get(job.id)
+            if queue is None:
+                queue = self._webhook_queues[job.id] = asyncio.Queue()
+                self._spawn(self._webhook_worker(job, queue))
+            queue.put_nowait((wanted, body))
 
-    async def _webhook_worker(self) -> None:
-        """Deliver in order, one at a time, retrying non-2xx answers (same webhook-id)."""
+    async def _webhook_worker(
+        self, job: Job, queue: asyncio.Queue[tuple[tuple[str, ...], bytes]]
+    ) -> None:
+        """Deliver one job's events in order, retrying non-2xx answers (same webhook-id)."""
         while True:
-            job, events, body = await self._webhook_queue.get()
+            events, body = await queue.get()
             assert self._http is not None and job.webhook
             headers = {"Content-Type": "application/json", **self.sign(body)}
             for attempt in range(1, self.webhook_max_attempts + 1):
