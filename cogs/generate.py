@@ -6,6 +6,8 @@ import asyncio
 import io
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -28,6 +30,9 @@ EDIT_INTERVAL = 1.5
 """Least seconds between two edits of a progress message."""
 TICK_INTERVAL = 3.0
 """How often the elapsed time of a running job is refreshed."""
+FIRST_EDIT_DELAY = 1.0
+"""A job that starts at once shows "Generating" (and its Cancel button) after this long:
+the fastest models are done by then, and a busy bot spends nothing on edits nobody sees."""
 REQUEST_LIMIT = 25 * 1024 * 1024
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 """Discord's per-file limit when no interaction says otherwise."""
@@ -66,18 +71,20 @@ class ProgressMessage:
         self.interaction = interaction
         self.view = view
         self._last = 0.0
-        self._pending: str | None = None
+        self._pending: Callable[[], str] | None = None
         self._shown: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.closed = False
 
-    async def show(self, text: str) -> None:
-        if self.closed or text == self._shown:
+    async def show(self, text: Callable[[], str], *, delay: float = 0.0) -> None:
+        """Show what ``text()`` says when the edit is sent: as soon as the edit interval
+        allows, and not before ``delay``."""
+        if self.closed or text() == self._shown:
             return
         self._pending = text
         if self._task is None or self._task.done():
-            wait = self._last + EDIT_INTERVAL - time.monotonic()
+            wait = max(self._last + EDIT_INTERVAL - time.monotonic(), delay)
             self._task = asyncio.create_task(self._flush_later(wait))
 
     async def _flush_later(self, wait: float) -> None:
@@ -93,8 +100,11 @@ class ProgressMessage:
 
     async def _flush(self) -> None:
         async with self._lock:
-            text, self._pending = self._pending, None
-            if self.closed or text is None or text == self._shown:
+            pending, self._pending = self._pending, None
+            if self.closed or pending is None:
+                return
+            text = pending()
+            if text == self._shown:
                 return
             self._last = time.monotonic()
             self._shown = text
@@ -361,15 +371,20 @@ class Generate(commands.Cog):
             state_holder["state"] = state
             step = (state.phase, state.position, state.queue_size)
             if step != shown_step[0]:
+                first = shown_step[0] is None
                 shown_step[0] = step
-                await progress.show(progress_text(state))
+                started_at_once = first and state.phase == "generating"
+                await progress.show(
+                    partial(progress_text, state),
+                    delay=FIRST_EDIT_DELAY if started_at_once else 0.0,
+                )
 
         async def ticker() -> None:
             while True:
                 await asyncio.sleep(TICK_INTERVAL)
                 state = state_holder.get("state")
                 if state is not None and state.phase == "generating":
-                    await progress.show(progress_text(state))
+                    await progress.show(partial(progress_text, state))
 
         tick = asyncio.create_task(ticker())
         try:
