@@ -811,12 +811,17 @@ class _Conn:
         self.session: GatewaySession | None = None
         self.heartbeat_waiters: list[asyncio.Future[None]] = []
 
-    async def send(self, payload: Mapping[str, Any]) -> bool:
+    async def send(
+        self, payload: Mapping[str, Any], on_send: Callable[[], None] | None = None
+    ) -> bool:
         async with self.lock:
             if self.ws.closed:
                 return False
+            text = json.dumps(payload)
+            if on_send is not None:
+                on_send()
             try:
-                await self.ws.send_str(json.dumps(payload))
+                await self.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 return False
             return True
@@ -1457,7 +1462,11 @@ class DiscordEmulator:
         self._by_id[handle.id] = handle
         self._by_token[handle.token] = handle
         handle.sent = time.monotonic()
-        await self.dispatch("INTERACTION_CREATE", handle.payload)
+
+        def written() -> None:
+            handle.sent = time.monotonic()
+
+        await self.dispatch("INTERACTION_CREATE", handle.payload, on_send=written)
         return handle
 
     async def slash(
@@ -1714,11 +1723,17 @@ class DiscordEmulator:
         return next((c for c in self._conns if ws is not None and c.ws is ws), None)
 
     async def dispatch(
-        self, event: str, data: Mapping[str, Any], intent: int | None = None
+        self,
+        event: str,
+        data: Mapping[str, Any],
+        intent: int | None = None,
+        *,
+        on_send: Callable[[], None] | None = None,
     ) -> bool:
         """Send a dispatch (op 0) to the current session; queued if disconnected.
 
-        Returns False when the event was not sent because the session lacks ``intent``."""
+        Returns False when the event was not sent because the session lacks ``intent``.
+        ``on_send`` is called just before the event is written to the socket."""
         session = self._session
         if session is None:
             raise RuntimeError("no bot has identified on the gateway yet")
@@ -1732,7 +1747,7 @@ class DiscordEmulator:
             if ws is not None:
                 conn = next((c for c in self._conns if c.ws is ws), None)
                 if conn is not None:
-                    await conn.send(payload)
+                    await conn.send(payload, on_send)
         return True
 
     def _dispatch_soon(self, event: str, data: Mapping[str, Any], intent: int) -> None:
