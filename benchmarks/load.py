@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmarks.common import (
@@ -42,6 +43,7 @@ from benchmarks.common import (
     write_results,
 )
 from tests.emulators.discord import DiscordEmulator, InteractionHandle, Message
+from tests.helpers.ports import free_port
 
 DEADLINE_S = 3.0
 
@@ -78,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a bot setting"
     )
     parser.add_argument("--profile", type=Path, help="run the bot under cProfile, write here")
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="set PUBLIC_URL (and HTTP_PORT) so that predictions report their end by webhook",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.users < 1 or not 1 <= args.count <= 4:
@@ -124,6 +131,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "GENERATE_COOLDOWN_SECONDS": "0",
         **dict(item.split("=", 1) for item in args.set),
     }
+    if args.webhooks:
+        port = free_port()
+        settings.setdefault("HTTP_PORT", str(port))
+        settings.setdefault("PUBLIC_URL", f"http://127.0.0.1:{settings['HTTP_PORT']}")
+    baseline_ms = await transport_baseline(n)
     async with running_stack(
         validate=args.validate, users=args.users, profile=args.profile, **settings
     ) as stack:
@@ -212,6 +224,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             routes[key] = routes.get(key, 0) + 1
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return {
+        "baseline_ms": baseline_ms,
         "samples": samples,
         "counts": counts,
         "discord_routes": routes,
@@ -222,6 +235,58 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "window_s": finished - started,
         "exit_code": stack.exit_code,
     }
+
+
+_BARE_CLIENT = """
+import asyncio, sys, time
+import aiohttp
+
+async def main(url, n):
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        async def one():
+            async with http.post(url, json={"type": 5}) as response:
+                await response.read()
+        print(time.monotonic(), flush=True)
+        await asyncio.gather(*(one() for _ in range(n)))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def transport_baseline(n: int) -> list[float]:
+    """The floor under the first-callback figure: ``n`` POSTs sent at once over fresh
+    connections by a bare aiohttp client in another process (as discord.py sends the
+    callbacks) to a bare aiohttp server in this one, in ms from the start of the burst to
+    each request's arrival in its handler."""
+    arrivals: list[float] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        arrivals.append(time.monotonic())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/callback", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        client = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _BARE_CLIENT,
+            f"http://127.0.0.1:{port}/callback",
+            str(n),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert client.stdout is not None
+        start = float((await client.stdout.readline()).decode())
+        await client.wait()
+    finally:
+        await runner.cleanup()
+    return [(t - start) * 1000.0 for t in arrivals]
 
 
 def _route(path: str) -> str:
@@ -246,6 +311,11 @@ def figures_of(args: argparse.Namespace, result: dict[str, Any]) -> list[Figure]
             counts["late_callbacks"],
             target="= 0",
             ok=counts["late_callbacks"] == 0,
+        ),
+        Figure(
+            f"baseline: {n} bare POSTs at once, p99",
+            percentile(result["baseline_ms"], 99),
+            "ms",
         ),
         Figure("first callback p50", percentile(cb, 50), "ms"),
         Figure("first callback p95", percentile(cb, 95), "ms"),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import socket
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from benchmarks.common import (
     write_results,
 )
 from tests.emulators.discord import InteractionHandle, Message
+from tests.helpers.ports import free_port
 from tests.helpers.zips import Entry, caption_entry, image_bytes, zip_bytes
 
 TRAINING_GET = re.compile(r"/v1/trainings/[^/]+")
@@ -60,12 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("need -m >= 1, --poll > 0 and --window > 0")
     args.advance = args.advance or args.poll / 2
     return args
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def is_notice(message: Message) -> bool:

@@ -12,7 +12,7 @@ from PIL import Image
 from tests.emulators.discord import DiscordEmulator, Message, Perm
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness
-from tests.test_train import free_port
+from tests.helpers.ports import free_port
 
 NSFW_FLUX = (
     "All generated images contained NSFW content. Try running it again with a different prompt."

@@ -31,6 +31,7 @@ from tests.emulators.replicate import NSFW_OFFICIAL, TRAINER_VERSION, ReplicateE
 from tests.emulators.spec import OpenAPIRequest, OpenAPIResponse
 from tests.harness import BotHarness, BotProcess
 from tests.helpers import zips
+from tests.helpers.ports import free_port
 
 TOKEN = "api-test-token-0123456789"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -208,12 +209,6 @@ def zip_bytes(tmp_path: Path, n: int = 3) -> bytes:
 def nothing_created(replicate_emu: ReplicateEmulator) -> bool:
     counts = replicate_emu.counts
     return counts["files_created"] == counts["models_created"] == counts["trainings_created"] == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- open routes

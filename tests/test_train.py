@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from tests.emulators.discord import Channel, DiscordEmulator, InteractionHandle,
 from tests.emulators.replicate import Job, ReplicateEmulator
 from tests.harness import BotHarness
 from tests.helpers import zips
+from tests.helpers.ports import free_port
 
 FAST = {"TRAINING_POLL_SECONDS": "0.05", "TRAINING_STATUS_EDIT_SECONDS": "0"}
 
@@ -21,12 +21,6 @@ FAST = {"TRAINING_POLL_SECONDS": "0.05", "TRAINING_STATUS_EDIT_SECONDS": "0"}
 def training_zip(tmp_path: Path, n: int = 3, **kwargs: object) -> tuple[str, bytes]:
     path = zips.valid_training_zip(tmp_path / "photos.zip", n=n, **kwargs)  # type: ignore[arg-type]
     return "photos.zip", path.read_bytes()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def nothing_created(replicate_emu: ReplicateEmulator) -> bool:
