@@ -54,6 +54,7 @@ try:  # the replicate client validates responses with pydantic's v1 API
 except ImportError:  # pragma: no cover - pydantic 1 installed directly
     from pydantic import ValidationError as _PydanticValidationError  # type: ignore[assignment]
 
+from services.http_transport import AiohttpTransport
 from services.images import sniff_content_type
 
 log = logging.getLogger(__name__)
@@ -597,9 +598,9 @@ class ReplicateService:
         self.max_create_retries = max_create_retries
         self.outage_limit = outage_limit
         self._timeout = httpx.Timeout(request_timeout, connect=min(10.0, request_timeout))
-        # The transport is ours so that aclose() can release its connections; the
-        # client wraps it in its retry transport (GETs on 429/503/504 only).
-        self._transport = httpx.AsyncHTTPTransport()
+        # Requests travel over aiohttp (see services.http_transport); the client wraps
+        # the transport in its retry transport (GETs on 429/503/504 only).
+        self._transport = AiohttpTransport(self._aiohttp)
         self._client = replicate.Client(
             api_token=api_token,
             base_url=self.base_url,
@@ -915,16 +916,21 @@ class ReplicateService:
             raise OutputTooLarge(f"data URL output exceeds {self.max_output_bytes} bytes")
         return data, media_type
 
+    def _aiohttp(self) -> aiohttp.ClientSession:
+        """The process's shared session, or one of this service's own without it (or
+        once it is closed, for the last calls of a shutdown)."""
+        http = self._http
+        if http is None or http.closed:
+            if self._own_http is None or self._own_http.closed:
+                self._own_http = aiohttp.ClientSession()
+            http = self._own_http
+        return http
+
     def _download_session(self) -> tuple[aiohttp.ClientSession, ssl.SSLContext]:
         if self._download_ssl is None:
             # Built on first use so that it reads SSL_CERT_FILE as the environment is then.
             self._download_ssl = ssl.create_default_context()
-        http = self._http
-        if http is None or http.closed:
-            if self._own_http is None:
-                self._own_http = aiohttp.ClientSession()
-            http = self._own_http
-        return http, self._download_ssl
+        return self._aiohttp(), self._download_ssl
 
     async def _download(self, url: str) -> bytes:
         limit = self.max_output_bytes

@@ -41,6 +41,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -519,7 +520,7 @@ async def open_store(database_url: str) -> Store:
             # each costing a thread and the PRAGMAs.
             **({} if memory else {"pool_size": 16, "max_overflow": 0}),
         )
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine.sync_engine)
         store = Store(engine, serialize_all=memory)
         if not memory:
             try:
@@ -527,6 +528,7 @@ async def open_store(database_url: str) -> Store:
             except BaseException:
                 await store.close()
                 raise
+            store._group_writer = _GroupWriter(url)
     else:
         if importlib.util.find_spec("asyncpg") is None:
             raise RuntimeError("DATABASE_URL points at PostgreSQL, which needs the asyncpg package")
@@ -569,8 +571,8 @@ async def _enable_wal(engine: AsyncEngine) -> None:
         delay = min(delay * 2, 0.2)
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
-    @sa.event.listens_for(engine.sync_engine, "connect")
+def _install_sqlite_hooks(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control away from the sqlite3 module (it would not emit BEGIN for
         # SELECT and DDL); the "begin" hook below emits it instead.
@@ -584,7 +586,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         finally:
             cur.close()
 
-    @sa.event.listens_for(engine.sync_engine, "begin")
+    @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
         if mode == "NONE":
@@ -682,6 +684,60 @@ def _finish_even_if_cancelled(
     return wrapper
 
 
+@dataclass(frozen=True, slots=True)
+class _WriteOp:
+    """One write statement, its parameters, and what the caller wants back."""
+
+    stmt: Any
+    params: dict[str, Any] | None
+    result: Literal["rowcount", "first", "one"]
+
+    def extract(self, result: sa.CursorResult[Any]) -> Any:
+        if self.result == "rowcount":
+            return result.rowcount > 0
+        if self.result == "first":
+            return result.first()
+        return result.one()
+
+
+class _GroupWriter:
+    """Runs groups of writes on a SQLite file in one thread of its own, with the
+    standard synchronous driver: a group costs one trip from the event loop, however
+    many statements it holds (the asyncio driver makes one per statement)."""
+
+    def __init__(self, url: URL) -> None:
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        engine = sa.create_engine(
+            url.set(drivername="sqlite+pysqlite"),
+            poolclass=sa.pool.SingletonThreadPool,
+            pool_size=1,
+        )
+        _install_sqlite_hooks(engine)
+        self._engine = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+
+    def run(self, ops: list[_WriteOp]) -> list[tuple[Any, Exception | None]]:
+        """Each op's result or error: all in one transaction, or, if that fails, each
+        in a transaction of its own."""
+        try:
+            with self._engine.begin() as conn:
+                return [(op.extract(conn.execute(op.stmt, op.params)), None) for op in ops]
+        except Exception as exc:
+            if len(ops) == 1:
+                return [(None, exc)]
+        outcomes: list[tuple[Any, Exception | None]] = []
+        for op in ops:
+            try:
+                with self._engine.begin() as conn:
+                    outcomes.append((op.extract(conn.execute(op.stmt, op.params)), None))
+            except Exception as exc:
+                outcomes.append((None, exc))
+        return outcomes
+
+    def close(self) -> None:
+        self.thread.submit(self._engine.engine.dispose).result()
+        self.thread.shutdown(wait=True)
+
+
 class Store:
     """Async access to the database. Create with :func:`open_store`; safe for many coroutines."""
 
@@ -700,8 +756,9 @@ class Store:
         self._serialize_all = serialize_all
         self._closed = False
         self._inflight: set[asyncio.Task[Any]] = set()
-        self._write_queue: list[tuple[Callable[[AsyncConnection], Awaitable[Any]], Any]] = []
+        self._write_queue: list[tuple[_WriteOp, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._group_writer: _GroupWriter | None = None
         self.schema_version = 0
 
     # -- infrastructure ----------------------------------------------------------------------
@@ -719,6 +776,10 @@ class Store:
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=CLOSE_TIMEOUT)
         self._closed = True
+        if self._writer is not None:
+            await asyncio.wait({self._writer}, timeout=CLOSE_TIMEOUT)
+        if self._group_writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._group_writer.close)
         await self._engine.dispose()
 
     async def ping(self) -> bool:
@@ -743,18 +804,21 @@ class Store:
             async with engine.connect() as conn, conn.begin():
                 yield conn
 
-    async def _write(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``op`` in a write transaction and return its result once committed.
+    async def _write(self, op: _WriteOp) -> Any:
+        """Run one write statement in a transaction and return its result once committed.
 
-        On a SQLite file, writes that arrive while another transaction holds the write
-        lock are committed together in the next transaction (group commit): SQLite has
-        one writer at a time, and with a transaction per write, hundreds of jobs' writes
-        would wait one behind the other. If a grouped write fails, the group is rolled
-        back and each of its writes retried alone, so one failure never takes the others
-        with it."""
-        if self._write_lock is None or self._serialize_all:
+        On a SQLite file, writes that arrive while others are being committed are
+        committed together in the next transaction (group commit), and a whole group runs
+        in one call to a writer thread: SQLite has one writer at a time, and with a
+        transaction (and a trip between the event loop and the driver's thread) per
+        statement, hundreds of jobs' writes would wait one behind the other. If a grouped
+        write fails, the group is rolled back and each of its writes retried alone, so one
+        failure never takes the others with it."""
+        if self._group_writer is None:
             async with self._tx(write=True) as conn:
-                return await op(conn)
+                return op.extract(await conn.execute(op.stmt, op.params))
+        if self._closed:
+            raise RuntimeError("store is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._write_queue.append((op, future))
         if self._writer is None or self._writer.done():
@@ -762,32 +826,29 @@ class Store:
         return await future
 
     async def _write_groups(self) -> None:
+        assert self._group_writer is not None and self._write_lock is not None
+        loop = asyncio.get_running_loop()
         while self._write_queue:
             group = self._write_queue[:WRITE_GROUP_MAX]
             del self._write_queue[: len(group)]
+            ops = [op for op, _ in group]
             try:
-                async with self._tx(write=True) as conn:
-                    results = [await op(conn) for op, _ in group]
-            except Exception as exc:
-                if len(group) == 1:
-                    _settle(group[0][1], error=exc)
-                    continue
-                for op, future in group:
-                    try:
-                        async with self._tx(write=True) as conn:
-                            result = await op(conn)
-                    except Exception as alone:
-                        _settle(future, error=alone)
-                    else:
-                        _settle(future, result)
-            except BaseException:
+                async with self._write_lock:
+                    outcomes = await asyncio.shield(
+                        loop.run_in_executor(self._group_writer.thread, self._group_writer.run, ops)
+                    )
+            except BaseException as exc:
                 for _, future in (*group, *self._write_queue):
-                    future.cancel()
+                    if isinstance(exc, Exception):
+                        _settle(future, error=exc)
+                    else:
+                        future.cancel()
                 self._write_queue.clear()
-                raise
-            else:
-                for (_, future), result in zip(group, results, strict=True):
-                    _settle(future, result)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), (result, error) in zip(group, outcomes, strict=True):
+                _settle(future, result, error=error)
 
     def _insert(self, table: sa.Table) -> Any:
         """Dialect insert construct with ``on_conflict_do_*`` (same semantics on both)."""
@@ -1269,11 +1330,7 @@ class Store:
         if "updated_at" in table.c:
             values = {**values, "updated_at": _now()}
         stmt = sa.update(table).where(cond).values(**values)
-
-        async def op(conn: AsyncConnection) -> bool:
-            return (await conn.execute(stmt)).rowcount > 0
-
-        return await self._write(op)
+        return bool(await self._write(_WriteOp(stmt, None, "rowcount")))
 
     async def _update_by_id(
         self, table: sa.Table, row_id: str, values: dict[str, Any]
@@ -1284,13 +1341,11 @@ class Store:
         without building a cache key per call (a hot path: several writes per job)."""
         if "updated_at" in table.c:
             values = {**values, "updated_at": _now()}
-        stmt = _update_by_id_stmt(table)
         params = {**values, "_row_id": row_id}
-
-        async def op(conn: AsyncConnection) -> sa.Row[Any] | None:
-            return (await conn.execute(stmt, params)).first()
-
-        return await self._write(op)
+        row: sa.Row[Any] | None = await self._write(
+            _WriteOp(_update_by_id_stmt(table), params, "first")
+        )
+        return row
 
     async def _insert_with_id(
         self, table: sa.Table, values: dict[str, Any], given_id: str | None
@@ -1299,13 +1354,10 @@ class Store:
         returns the row as stored."""
         for _attempt in range(5):
             row_id = given_id or _new_id()
-            params = {**values, "id": row_id}
-
-            async def op(conn: AsyncConnection, params: Any = params) -> sa.Row[Any]:
-                return (await conn.execute(_insert_stmt(table), params)).one()
-
+            op = _WriteOp(_insert_stmt(table), {**values, "id": row_id}, "one")
             try:
-                return await self._write(op)
+                row: sa.Row[Any] = await self._write(op)
+                return row
             except sa_exc.IntegrityError:
                 if given_id is not None or not await self._id_exists(table, row_id):
                     raise

@@ -667,7 +667,11 @@ async def test_concurrent_writes_share_transactions_and_failures_stay_apart(
     time); a write that fails inside such a group fails alone."""
     trainings = [await sqlite_store.create_training(new_training()) for _ in range(40)]
     begins: list[int] = []
-    sa.event.listen(sqlite_store._engine.sync_engine, "begin", lambda conn: begins.append(1))
+    engines = [sqlite_store._engine.sync_engine]
+    if sqlite_store._group_writer is not None:
+        engines.append(sqlite_store._group_writer._engine.engine)
+    for engine in engines:
+        sa.event.listen(engine, "begin", lambda conn: begins.append(1))
     done = await asyncio.gather(
         *(sqlite_store.update_training(t.id, step=i) for i, t in enumerate(trainings))
     )
