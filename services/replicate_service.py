@@ -29,6 +29,7 @@ import binascii
 import contextvars
 import io
 import logging
+import math
 import mimetypes
 import re
 import ssl
@@ -76,6 +77,9 @@ DOWNLOAD_CHUNK = 64 * 1024
 WEBHOOK_LATE = timedelta(seconds=2)
 EARLY_DELIVERIES_KEPT = 256
 LIST_POLL_MIN = 3
+LIST_PAGE_SIZE = 100  # Replicate's page of predictions
+LIST_REQUESTS_PER_SECOND = 20.0
+"""A ceiling for listing rounds: 1,200 a minute, well under Replicate's 3,000 for GETs."""
 """With this many predictions followed at once, one listing of recent predictions per
 poll replaces a GET of each: a busy bot's polls stop growing with its load."""
 # The hardware named when creating a destination model for a LoRA training; Replicate
@@ -431,9 +435,7 @@ class _PredictionPoller:
 
     async def _run(self) -> None:
         while self._watched:
-            service = self._service
-            listing = len(self._watched) >= LIST_POLL_MIN
-            await asyncio.sleep(service.list_poll_interval if listing else service.poll_interval)
+            await asyncio.sleep(self._interval())
             now = time.monotonic()
             due = [w for w in self._watched.values() if not w.busy and w.next_poll <= now]
             for watched in due:
@@ -443,6 +445,15 @@ class _PredictionPoller:
             else:
                 for watched in due:
                     self._spawn(self._get_round(watched))
+
+    def _interval(self) -> float:
+        """Seconds to the next round: listings come sooner than single polls (one request
+        covers many), but never more than LIST_REQUESTS_PER_SECOND."""
+        service, followed = self._service, len(self._watched)
+        if followed < LIST_POLL_MIN:
+            return service.poll_interval
+        pages = math.ceil(followed / LIST_PAGE_SIZE)
+        return max(service.list_poll_interval, pages / LIST_REQUESTS_PER_SECOND)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -577,7 +588,7 @@ class ReplicateService:
         *,
         base_url: str | None = None,
         poll_interval: float = 0.5,
-        list_poll_interval: float = 0.2,
+        list_poll_interval: float = 0.1,
         webhook_poll_interval: float = 5.0,
         max_output_bytes: int = 50 * 1024 * 1024,
         request_timeout: float = 30.0,

@@ -919,3 +919,13 @@ async def test_a_webhook_that_beats_the_create_answer_is_kept_for_the_follower(
         assert replicate_emu.request_count("GET", rf"/v1/predictions(/{job.id})?") == 0
     finally:
         await service.aclose()
+
+
+def test_listing_rounds_slow_down_before_they_could_exceed_a_rate() -> None:
+    """Few predictions: one GET each per poll_interval. Many: a listing as often as
+    list_poll_interval allows, but never more than 20 pages a second."""
+    service = ReplicateService("r8_test", poll_interval=0.5, list_poll_interval=0.1)
+    poller = service._poller
+    for followed, expected in [(2, 0.5), (3, 0.1), (200, 0.1), (1000, 0.5), (4000, 2.0)]:
+        poller._watched = {str(i): object() for i in range(followed)}  # type: ignore[misc]
+        assert poller._interval() == pytest.approx(expected), followed
