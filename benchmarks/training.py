@@ -148,7 +148,7 @@ async def measure_mode(args: argparse.Namespace, mode: str, data: bytes) -> dict
             routes[key] = routes.get(key, 0) + 1
         cpu_window = cpu_seconds(stack.pid)
         delivered = replicate.counts["webhooks_delivered"] - delivered_before
-        deliveries_backlog = replicate._webhook_queue.qsize()
+        deliveries_backlog = replicate.webhooks_pending()
 
         # Completions spread evenly over one poll interval, so that their phase against
         # the bot's poll cycle is uniform (all at once would land on one phase only).

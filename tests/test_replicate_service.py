@@ -816,8 +816,7 @@ async def test_listing_outage_is_tolerated_then_all_finish(
 async def test_listing_outage_past_the_limit_fails_every_follower(
     replicate_emu: ReplicateEmulator,
 ):
-    service = make_service(replicate_emu, outage_limit=0.2)
-    try:
+    async with make_service(replicate_emu, outage_limit=0.2) as service:
         replicate_emu.prediction_mode = "manual"
         replicate_emu.error_next("GET", r"/v1/predictions(/[^/]+)?", 500, count=1000)
         answers = await asyncio.gather(
@@ -825,8 +824,6 @@ async def test_listing_outage_past_the_limit_fails_every_follower(
         )
         assert all(isinstance(a, ReplicateUnavailable) for a in answers), answers
         assert all("Replicate" in a.user_message for a in answers)  # type: ignore[union-attr]
-    finally:
-        await service.aclose()
 
 
 async def test_a_hung_poll_holds_up_only_its_prediction(
@@ -855,8 +852,7 @@ async def test_a_hung_poll_holds_up_only_its_prediction(
 async def test_a_webhooked_prediction_ends_with_its_delivery_not_a_poll(
     replicate_emu: ReplicateEmulator, webhook_receiver: WebhookReceiver
 ):
-    service = make_service(replicate_emu, webhook_poll_interval=60)
-    try:
+    async with make_service(replicate_emu, webhook_poll_interval=60) as service:
         replicate_emu.prediction_mode = "manual"
         task = asyncio.create_task(
             service.generate(SCHNELL, "a heron", webhook=webhook_receiver.url)
@@ -876,15 +872,12 @@ async def test_a_webhooked_prediction_ends_with_its_delivery_not_a_poll(
         # A repeated delivery, or one for something not followed, changes nothing.
         assert service.offer_prediction(json.loads(body)) is False
         assert service.offer_prediction({"id": "not-followed", "status": "succeeded"}) is False
-    finally:
-        await service.aclose()
 
 
 async def test_a_lost_prediction_webhook_is_made_up_for_by_a_rare_poll(
     replicate_emu: ReplicateEmulator, webhook_receiver: WebhookReceiver
 ):
-    service = make_service(replicate_emu, webhook_poll_interval=0.3)
-    try:
+    async with make_service(replicate_emu, webhook_poll_interval=0.3) as service:
         replicate_emu.prediction_latency = 0.05
         result = await asyncio.wait_for(
             service.generate(SCHNELL, "a stork", webhook=webhook_receiver.url), 5
@@ -893,15 +886,12 @@ async def test_a_lost_prediction_webhook_is_made_up_for_by_a_rare_poll(
         assert webhook_receiver.received  # delivered, but nobody handed it over
         gets = replicate_emu.request_count("GET", r"/v1/predictions(/[^/]+)?")
         assert 1 <= gets <= 2  # one poll after 0.3 s, not one every 0.02 s
-    finally:
-        await service.aclose()
 
 
 async def test_a_webhook_that_beats_the_create_answer_is_kept_for_the_follower(
     replicate_emu: ReplicateEmulator, webhook_receiver: WebhookReceiver
 ):
-    service = make_service(replicate_emu, webhook_poll_interval=60)
-    try:
+    async with make_service(replicate_emu, webhook_poll_interval=60) as service:
         replicate_emu.prediction_mode = "manual"
         replicate_emu.hang_next("POST", OFFICIAL_CREATE, process=True)
         task = asyncio.create_task(
@@ -917,8 +907,6 @@ async def test_a_webhook_that_beats_the_create_answer_is_kept_for_the_follower(
         result = await asyncio.wait_for(task, 5)
         assert result.prediction_id == job.id and result.images
         assert replicate_emu.request_count("GET", rf"/v1/predictions(/{job.id})?") == 0
-    finally:
-        await service.aclose()
 
 
 def test_listing_rounds_slow_down_before_they_could_exceed_a_rate() -> None:

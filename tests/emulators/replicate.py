@@ -677,6 +677,10 @@ class ReplicateEmulator:
         async with self._cond:
             return await asyncio.wait_for(self._cond.wait_for(predicate), timeout)
 
+    def webhooks_pending(self) -> int:
+        """Deliveries queued and not yet attempted."""
+        return sum(queue.qsize() for queue in self._webhook_queues.values())
+
     def query_strings(self, method: str, path: str) -> list[str]:
         """The query strings of the requests made to exactly ``path``, in order."""
         return [q for m, p, q in self._query_strings if m == method and p == path]
