@@ -113,8 +113,7 @@ class BotApp:
         return self.bot.is_ready() and not self.bot.is_closed()
 
     async def start(self) -> None:
-        # trust_env: HTTPS_PROXY / NO_PROXY apply to Replicate and downloads, as usual.
-        self.http = aiohttp.ClientSession(trust_env=True)
+        self.http = aiohttp.ClientSession()
         try:
             self.services = await build_services(self.settings, self.http)
             if self.settings.web_enabled or self.http_only:

@@ -933,7 +933,7 @@ class ReplicateService:
         http = self._http
         if http is None or http.closed:
             if self._own_http is None or self._own_http.closed:
-                self._own_http = aiohttp.ClientSession(trust_env=True)
+                self._own_http = aiohttp.ClientSession()
             http = self._own_http
         return http
 
