@@ -400,8 +400,11 @@ class GenerationService:
         self, generation: Generation, result: GenerationResult, size_limit: int, total_limit: int
     ) -> Outcome:
         per_image = max(8 * 1024, min(size_limit, total_limit // max(1, len(result.images))))
+        # An image that fits is only probed (its header): not worth a trip to a thread.
         images = [
-            await asyncio.to_thread(fit_image, image.data, image.filename, per_image)
+            fit_image(image.data, image.filename, per_image)
+            if len(image.data) <= per_image
+            else await asyncio.to_thread(fit_image, image.data, image.filename, per_image)
             for image in result.images
         ]
         seed = result.seed if result.seed is not None else generation.params.get("seed")
