@@ -686,15 +686,35 @@ def _open_inside_portable(base: Path, parts: list[str]) -> int:  # pragma: no co
 
 
 @requires_token
+async def _own_training(request: web.Request) -> Training:
+    """The training named in the path (Replicate's id or the local id), if this token
+    started it; a 404 otherwise, so that others' trainings cannot even be probed."""
+    store = request.app[SERVICES_KEY].store
+    ident = request.match_info["id"]
+    training = await store.get_training_by_replicate_id(ident) or await store.get_training(ident)
+    if training is None or training.user_key != request[USER_KEY]:
+        raise Problem(404, f"There is no training `{ident[:100]}` started with this token.")
+    return training
+
+
+async def cancel_training(request: web.Request) -> web.Response:
+    """Cancel a running training (Replicate stops billing it); a finished one is
+    answered as it is."""
+    services = request.app[SERVICES_KEY]
+    training = await _own_training(request)
+    if training.status not in FINAL:
+        try:
+            training = await services.trainings.cancel(training.id)
+        except UserFacingError as exc:
+            raise Problem(409, exc.user_message) from None
+    return web.json_response(training_object(services, training, None))
+
+
 async def get_training(request: web.Request) -> web.Response:
     """The training's current state (Replicate's id or the local id), refreshed from
     Replicate while it runs; only trainings started with this token are visible."""
     services = request.app[SERVICES_KEY]
-    ident = request.match_info["id"]
-    store = services.store
-    training = await store.get_training_by_replicate_id(ident) or await store.get_training(ident)
-    if training is None or training.user_key != request[USER_KEY]:
-        raise Problem(404, f"There is no training `{ident[:100]}` started with this token.")
+    training = await _own_training(request)
     state: TrainingState | None = None
     if training.training_id and training.status not in FINAL:
         try:
@@ -772,6 +792,7 @@ def create_web_app(
     app.router.add_post("/image/generate", generate)
     app.router.add_post("/image/train", train)
     app.router.add_get("/image/train/{id}", get_training, allow_head=False)
+    app.router.add_post("/image/train/{id}/cancel", cancel_training)
     return app
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -116,7 +117,7 @@ class Api:
             assert answer.content_type == "application/problem+json", answer
             assert answer.json()["status"] == answer.status
         if documented:
-            template = "/image/train/{id}" if path.startswith("/image/train/") else path
+            template = re.sub(r"^/image/train/[^/?]+", "/image/train/{id}", path)
             assert_documented(method, template.split("?")[0], answer)
         return answer
 
@@ -674,6 +675,39 @@ async def test_training_of_someone_else_is_invisible(
     await server.services.store.update_training(local_id, user_key="discord:1")
     hidden = await api.call("GET", f"/image/train/{started.json()['id']}")
     assert hidden.status == 404
+
+
+async def test_cancel_a_training_then_again(
+    api: Api, server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
+) -> None:
+    replicate_emu.training_mode = "manual"
+    started = await api.train_upload(zip_bytes(tmp_path), new_model_name="stop", trigger_word="TOK")
+    job = replicate_emu.last_training
+    await replicate_emu.advance_training(job.id, step=10)
+    canceled = await api.call("POST", f"/image/train/{job.id}/cancel")
+    assert canceled.status == 200 and canceled.json()["status"] == "canceled"
+    assert replicate_emu.trainings[job.id].status == "canceled"
+    assert replicate_emu.counts["trainings_canceled"] == 1
+    stored = await server.services.store.get_training(started.json()["local_id"])
+    assert stored.status == "canceled"
+    again = await api.call("POST", f"/image/train/{started.json()['local_id']}/cancel")
+    assert again.status == 200 and again.json()["status"] == "canceled"
+    assert replicate_emu.counts["trainings_canceled"] == 1  # nothing to stop twice
+
+
+async def test_cancel_refuses_others_and_strangers(
+    api: Api, server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
+) -> None:
+    replicate_emu.training_mode = "manual"
+    started = await api.train_upload(zip_bytes(tmp_path), new_model_name="keep", trigger_word="TOK")
+    job_id = started.json()["id"]
+    assert (await api.call("POST", f"/image/train/{job_id}/cancel", token=None)).status == 401
+    assert (await api.call("POST", f"/image/train/{job_id}/cancel", token="wrong")).status == 401
+    await server.services.store.update_training(started.json()["local_id"], user_key="discord:1")
+    assert (await api.call("POST", f"/image/train/{job_id}/cancel")).status == 404
+    assert (await api.call("POST", "/image/train/nope/cancel")).status == 404
+    assert replicate_emu.counts["trainings_canceled"] == 0
+    assert replicate_emu.trainings[job_id].status != "canceled"
 
 
 # --------------------------------------------------------------------------- webhooks
