@@ -423,6 +423,33 @@ class GenerationService:
         """Jobs a previous process left queued or running (call before taking new work)."""
         return [g for g in await self.store.unfinished_generations() if g.id not in self._states]
 
+    async def settle_interrupted_api_jobs(self) -> int:
+        """Jobs of the HTTP API that a previous process left unfinished: their callers are
+        gone with that process, so nobody can receive the images. Cancel their
+        predictions (a running one stops being billed) and record them as failed. Call
+        at start, before taking new work; returns how many there were."""
+        jobs = [g for g in await self.interrupted_jobs() if g.source == "api"]
+
+        async def settle(generation: Generation) -> None:
+            if generation.prediction_id:
+                try:
+                    await self.replicate.cancel_prediction(generation.prediction_id)
+                except ReplicateServiceError as exc:
+                    log.warning(
+                        "could not cancel prediction %s of interrupted job %s: %s",
+                        generation.prediction_id,
+                        generation.id,
+                        exc,
+                    )
+            await self.store.update_generation(
+                generation.id, status="failed", error=INTERRUPTED, finished_at=_now()
+            )
+
+        await asyncio.gather(*(settle(g) for g in jobs))
+        if jobs:
+            log.info("recorded %d interrupted HTTP API generation(s) as failed", len(jobs))
+        return len(jobs)
+
     async def resume(self, generation: Generation, *, size_limit: int, total_limit: int) -> Outcome:
         """Finish a job a previous process started: follow its prediction to the end, or,
         if it never reached Replicate, record it as failed. Outcome.result is None when

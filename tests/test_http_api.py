@@ -4,6 +4,7 @@ Replicate emulator, every answer validated against ``services/api_openapi.json``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,9 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from bot import BotApp
 from services import web as web_module
+from services.replicate_service import ReplicateService
 from services.settings import load_settings
+from services.store import NewGeneration, open_store
 from services.web import OPENAPI_PATH, api_user_key
 from tests.emulators.discord import DiscordEmulator
 from tests.emulators.replicate import NSFW_OFFICIAL, TRAINER_VERSION, ReplicateEmulator
@@ -812,6 +816,41 @@ async def test_api_and_webhooks_share_the_bots_web_server(
 
 
 # --------------------------------------------------------------------------- --http-only
+
+
+async def test_api_jobs_left_unfinished_are_canceled_and_recorded_failed_at_start(
+    server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
+) -> None:
+    """A previous process died with an HTTP API generation running: its caller is gone,
+    so at the next start its prediction is canceled and the job recorded as failed.
+    A Discord job left running is kept for the Discord front end to finish."""
+    replicate_emu.prediction_mode = "manual"
+    async with ReplicateService(replicate_emu.token, base_url=replicate_emu.base_url) as rs:
+        create = asyncio.create_task(rs.generate("black-forest-labs/flux-schnell", "left"))
+        job = await replicate_emu.wait_for(lambda: replicate_emu.last_prediction)
+        create.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await create
+    store = await open_store(api_env(replicate_emu, tmp_path)["DATABASE_URL"])
+    started = {"status": "running", "started_at": datetime.now(UTC)}
+    try:
+        api_job = await store.create_generation(
+            NewGeneration(user_key="api:x", prompt="left", model="m", source="api")
+        )
+        await store.update_generation(api_job.id, prediction_id=job.id, **started)
+        discord_job = await store.create_generation(
+            NewGeneration(user_key="discord:1", prompt="kept", model="m", channel_id=5)
+        )
+        await store.update_generation(discord_job.id, **started)
+    finally:
+        await store.close()
+
+    await server.start()
+    settled = await server.services.store.get_generation(api_job.id)
+    assert settled.status == "failed" and "restarted" in settled.error
+    assert replicate_emu.predictions[job.id].status == "canceled"
+    kept = await server.services.store.get_generation(discord_job.id)
+    assert kept.status == "running"
 
 
 async def test_http_only_process_serves_and_stops_cleanly(
