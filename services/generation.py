@@ -304,6 +304,7 @@ class GenerationService:
                 },
                 interaction_id=interaction_id,
                 source=source,
+                owner=self.settings.instance_id,
             )
         )
 
@@ -420,8 +421,10 @@ class GenerationService:
         return Outcome(stored, result, images)
 
     async def interrupted_jobs(self) -> list[Generation]:
-        """Jobs a previous process left queued or running (call before taking new work)."""
-        return [g for g in await self.store.unfinished_generations() if g.id not in self._states]
+        """Jobs a previous process of this instance (``INSTANCE_ID``) left queued or
+        running (call before taking new work). Other instances' jobs are theirs."""
+        unfinished = await self.store.unfinished_generations(owner=self.settings.instance_id)
+        return [g for g in unfinished if g.id not in self._states]
 
     async def settle_interrupted_api_jobs(self) -> int:
         """Jobs of the HTTP API that a previous process left unfinished: their callers are

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     http_port: int | None = Field(default=None, ge=0, le=65535)
     api_token: SecretStr | None = None
     train_data_dir: Path = Path("data/train")
+    instance_id: str = Field(default="main", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     @field_validator("generate_models", mode="before")
     @classmethod

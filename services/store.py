@@ -162,6 +162,8 @@ class NewGeneration:
     status: GenerationStatus = "queued"
     id: str | None = None
     created_at: datetime | None = None
+    #: The process (``INSTANCE_ID``) that runs it; only that instance recovers it.
+    owner: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -189,6 +191,7 @@ class Generation:
     channel_message_id: int | None
     result_message_id: int | None
     source: Source
+    owner: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -392,7 +395,14 @@ def _current_schema() -> sa.MetaData:
     md = sa.MetaData(naming_convention=_NAMING)
     _schema_v1(md)
     _gen_by_day(md.tables["generations"])
+    md.tables["generations"].append_column(_gen_owner())
     return md
+
+
+def _gen_owner() -> sa.Column[Any]:
+    """Step 3: the instance that runs a generation, so that restart recovery of one
+    process never takes another live process's jobs (several processes, one database)."""
+    return sa.Column("owner", sa.String(64), nullable=True)
 
 
 def _gen_by_day(generations: sa.Table) -> sa.Index:
@@ -440,10 +450,17 @@ def _m002_generations_by_day(conn: sa.Connection) -> None:
     _gen_by_day(md.tables["generations"]).create(conn)
 
 
+def _m003_generation_owner(conn: sa.Connection) -> None:
+    column = _gen_owner()
+    ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE generations ADD COLUMN {ddl}")
+
+
 #: Append-only. Steps must be written so that they only ever run once (the runner guarantees it).
 MIGRATIONS: Final[tuple[_Migration, ...]] = (
     _Migration(1, "initial schema", _m001_initial),
     _Migration(2, "index generations by creation time", _m002_generations_by_day),
+    _Migration(3, "generations remember their instance", _m003_generation_owner),
 )
 LATEST_SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
@@ -941,6 +958,7 @@ class Store:
             "interaction_id": g.interaction_id,
             "message_id": g.message_id,
             "source": g.source,
+            "owner": g.owner,
         }
         return _to_generation(await self._insert_with_id(_gen_t, values, g.id))
 
@@ -1005,14 +1023,14 @@ class Store:
         async with self._tx() as conn:
             return {key: int(n) for key, n in await conn.execute(query)}
 
-    async def unfinished_generations(self) -> list[Generation]:
-        """Queued or running generations, oldest first (restart recovery)."""
+    async def unfinished_generations(self, *, owner: str | None = None) -> list[Generation]:
+        """Queued or running generations, oldest first (restart recovery); with ``owner``,
+        only that instance's (and those recorded before owners were, which have none)."""
+        query = sa.select(_gen_t).where(_gen_t.c.status.in_(ACTIVE_GENERATION_STATUSES))
+        if owner is not None:
+            query = query.where(sa.or_(_gen_t.c.owner == owner, _gen_t.c.owner.is_(None)))
         async with self._tx() as conn:
-            rows = await conn.execute(
-                sa.select(_gen_t)
-                .where(_gen_t.c.status.in_(ACTIVE_GENERATION_STATUSES))
-                .order_by(_gen_t.c.created_at, _gen_t.c.id)
-            )
+            rows = await conn.execute(query.order_by(_gen_t.c.created_at, _gen_t.c.id))
             return [_to_generation(r) for r in rows]
 
     async def recent_generations(

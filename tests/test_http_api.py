@@ -823,7 +823,8 @@ async def test_api_jobs_left_unfinished_are_canceled_and_recorded_failed_at_star
 ) -> None:
     """A previous process died with an HTTP API generation running: its caller is gone,
     so at the next start its prediction is canceled and the job recorded as failed.
-    A Discord job left running is kept for the Discord front end to finish."""
+    A Discord job left running is kept for the Discord front end to finish, and another
+    instance's job is left alone."""
     replicate_emu.prediction_mode = "manual"
     async with ReplicateService(replicate_emu.token, base_url=replicate_emu.base_url) as rs:
         create = asyncio.create_task(rs.generate("black-forest-labs/flux-schnell", "left"))
@@ -842,6 +843,10 @@ async def test_api_jobs_left_unfinished_are_canceled_and_recorded_failed_at_star
             NewGeneration(user_key="discord:1", prompt="kept", model="m", channel_id=5)
         )
         await store.update_generation(discord_job.id, **started)
+        other_instance = await store.create_generation(
+            NewGeneration(user_key="api:y", prompt="theirs", model="m", source="api", owner="b")
+        )
+        await store.update_generation(other_instance.id, **started)
     finally:
         await store.close()
 
@@ -851,6 +856,9 @@ async def test_api_jobs_left_unfinished_are_canceled_and_recorded_failed_at_star
     assert replicate_emu.predictions[job.id].status == "canceled"
     kept = await server.services.store.get_generation(discord_job.id)
     assert kept.status == "running"
+    # Another instance's job (INSTANCE_ID=b, sharing the database) is none of its business.
+    theirs = await server.services.store.get_generation(other_instance.id)
+    assert theirs.status == "running"
 
 
 async def test_http_only_process_serves_and_stops_cleanly(

@@ -43,6 +43,7 @@ def test_missing_required_names_the_variable(missing: str) -> None:
         ("MAX_CONCURRENT_GENERATIONS", "0"),
         ("DATABASE_URL", "mysql://x"),
         ("DISCORD_API_BASE", "localhost"),
+        ("INSTANCE_ID", "shard 1"),
     ],
 )
 def test_invalid_value_names_the_variable(name: str, value: str) -> None:

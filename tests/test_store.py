@@ -372,6 +372,18 @@ async def test_unfinished_generations(store: Store) -> None:
     assert [g.id for g in unfinished] == [ids["queued"], ids["running"]]
 
 
+async def test_unfinished_generations_of_one_instance(store: Store) -> None:
+    """Each process recovers its own jobs (and those from before owners were kept)."""
+    mine = await store.create_generation(new_gen(owner="shard-0", created_at=T0))
+    theirs = await store.create_generation(new_gen(owner="shard-1", created_at=T0))
+    legacy = await store.create_generation(new_gen(created_at=T0 + timedelta(seconds=1)))
+    assert mine.owner == "shard-0" and legacy.owner is None
+    ids = [g.id for g in await store.unfinished_generations(owner="shard-0")]
+    assert sorted(ids) == sorted([mine.id, legacy.id])
+    assert theirs.id in [g.id for g in await store.unfinished_generations(owner="shard-1")]
+    assert len(await store.unfinished_generations()) == 3
+
+
 async def test_200_concurrent_generations(store: Store) -> None:
     async def one(i: int) -> str:
         g = await store.create_generation(new_gen(prompt=f"p{i}"))
