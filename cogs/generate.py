@@ -363,17 +363,17 @@ class Generate(commands.Cog):
         progress = ProgressMessage(interaction, progress_view(generation.id))
         state_holder: dict[str, JobState] = {}
 
-        shown_step: list[object] = [None]
+        shown_step: tuple[str, int, int] | None = None
 
         async def listener(state: JobState) -> None:
             # Replicate's status changes (starting, processing) do not change what the
             # user sees; the ticker below keeps the elapsed time current.
+            nonlocal shown_step
             state_holder["state"] = state
             step = (state.phase, state.position, state.queue_size)
-            if step != shown_step[0]:
-                first = shown_step[0] is None
-                shown_step[0] = step
-                started_at_once = first and state.phase == "generating"
+            if step != shown_step:
+                started_at_once = shown_step is None and state.phase == "generating"
+                shown_step = step
                 await progress.show(
                     partial(progress_text, state),
                     delay=FIRST_EDIT_DELAY if started_at_once else 0.0,

@@ -77,11 +77,11 @@ DOWNLOAD_CHUNK = 64 * 1024
 WEBHOOK_LATE = timedelta(seconds=2)
 EARLY_DELIVERIES_KEPT = 256
 LIST_POLL_MIN = 3
+"""With this many predictions followed at once, one listing of recent predictions per
+poll replaces a GET of each: a busy bot's polls stop growing with its load."""
 LIST_PAGE_SIZE = 100  # Replicate's page of predictions
 LIST_REQUESTS_PER_SECOND = 20.0
 """A ceiling for listing rounds: 1,200 a minute, well under Replicate's 3,000 for GETs."""
-"""With this many predictions followed at once, one listing of recent predictions per
-poll replaces a GET of each: a busy bot's polls stop growing with its load."""
 # The hardware named when creating a destination model for a LoRA training; Replicate
 # replaces it with the trainer's own hardware when the trained version is pushed.
 DESTINATION_HARDWARE = "gpu-t4"

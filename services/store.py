@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -650,7 +650,6 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-T = TypeVar("T")
 CLOSE_TIMEOUT: Final = 10.0
 WRITE_GROUP_MAX: Final = 200
 
@@ -999,17 +998,6 @@ class Store:
         values = _checked_fields(fields_, _GEN_UPDATABLE, GENERATION_STATUSES, "generation")
         cond = sa.and_(_gen_t.c.id == gen_id, _gen_t.c.status.in_(list(from_status)))
         return await self._update(_gen_t, cond, values)
-
-    async def count_generations_since(self, user_key: str, since: datetime) -> int:
-        """Generations created by ``user_key`` at or after ``since`` (quota window)."""
-        _require_aware(since=since)
-        async with self._tx() as conn:
-            n = await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(_gen_t)
-                .where(_gen_t.c.user_key == user_key, _gen_t.c.created_at >= since)
-            )
-        return int(n or 0)
 
     async def count_generations_by_user(self, since: datetime) -> dict[str, int]:
         """Generations created at or after ``since``, per user_key (users with none are

@@ -335,29 +335,23 @@ async def test_transition_generation_exactly_once(store: Store) -> None:
     assert got is not None and got.status == "running"
 
 
-async def test_count_generations_since(store: Store) -> None:
+async def test_count_generations_by_user(store: Store) -> None:
     for minutes in (0, 30, 59, 61, 120):
         await store.create_generation(
             new_gen(created_at=T0 - timedelta(minutes=minutes), user_key="discord:5")
         )
     await store.create_generation(new_gen(created_at=T0, user_key="api:abc"))
-    assert await store.count_generations_since("discord:5", T0 - timedelta(hours=1)) == 3
-    assert await store.count_generations_since("discord:5", T0 - timedelta(days=1)) == 5
-    assert await store.count_generations_since("discord:5", T0 + timedelta(seconds=1)) == 0
-    assert await store.count_generations_since("api:abc", T0) == 1  # inclusive bound
-    # The same instant in another timezone gives the same window.
-    tz = timezone(timedelta(hours=-5))
-    assert (
-        await store.count_generations_since("discord:5", (T0 - timedelta(hours=1)).astimezone(tz))
-        == 3
-    )
-    with pytest.raises(ValueError):
-        await store.count_generations_since("discord:5", datetime(2025, 1, 1))
     by_user = store.count_generations_by_user
     assert await by_user(T0 - timedelta(hours=1)) == {"discord:5": 3, "api:abc": 1}
     assert await by_user(T0 - timedelta(days=1)) == {"discord:5": 5, "api:abc": 1}
     assert await by_user(T0) == {"discord:5": 1, "api:abc": 1}  # inclusive bound
     assert await by_user(T0 + timedelta(seconds=1)) == {}
+    # The same instant in another timezone gives the same window.
+    tz = timezone(timedelta(hours=-5))
+    assert await by_user((T0 - timedelta(hours=1)).astimezone(tz)) == {
+        "discord:5": 3,
+        "api:abc": 1,
+    }
     with pytest.raises(ValueError):
         await by_user(datetime(2025, 1, 1))
 
@@ -395,7 +389,7 @@ async def test_200_concurrent_generations(store: Store) -> None:
     ids = await asyncio.gather(*(one(i) for i in range(200)))
     assert len(set(ids)) == 200
     assert await store.unfinished_generations() == []
-    assert await store.count_generations_since("discord:1", T0) == 200
+    assert await store.count_generations_by_user(T0) == {"discord:1": 200}
     got = await asyncio.gather(*(store.get_generation(i) for i in ids))
     assert all(g is not None and g.status == "succeeded" for g in got)
 
