@@ -46,7 +46,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connect=timeouts.get("connect"),
             sock_read=timeouts.get("read"),
         )
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        # aiohttp chunks a body of unknown length itself, and refuses to if told to.
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in request.headers.raw
+            if k.lower() != b"transfer-encoding"
+        ]
         body: Any = None
         if "content-length" in request.headers or "transfer-encoding" in request.headers:
             body = _stream(request)
