@@ -153,6 +153,7 @@ class GenerationService:
         self._last_use: dict[str, float] = {}
         self._closing = False
         self._used_today: tuple[datetime, dict[str, int]] | None = None
+        self._claiming = asyncio.Lock()
         self._counting: tuple[datetime, asyncio.Future[dict[str, int]]] | None = None
 
     # -- models -----------------------------------------------------------------
@@ -352,12 +353,19 @@ class GenerationService:
         gen_id = generation.id
         state.phase = "generating"
         state.started_monotonic = time.monotonic()
-        await self.store.update_generation(gen_id, status="running", started_at=_now())
+        # Written beside the create rather than before it, so that the create does not
+        # wait for the store; a crash before this lands is covered by recovery, which looks
+        # for the lost create of a job still marked queued as well. Later writes of this
+        # job wait for it (with several connections they could otherwise overtake it).
+        marked = asyncio.ensure_future(
+            self.store.update_generation(gen_id, status="running", started_at=_now())
+        )
         await _safe(listener, state)
 
         async def on_progress(progress: Progress) -> None:
             if state.prediction_id is None and progress.prediction_id:
                 state.prediction_id = progress.prediction_id
+                await _landed(marked)
                 await self.store.update_generation(gen_id, prediction_id=progress.prediction_id)
             await _safe(listener, state)
 
@@ -377,24 +385,29 @@ class GenerationService:
                 webhook=self.settings.webhook_url,
             )
         except GenerationCanceled:
+            await _landed(marked)
             await self._finish(gen_id, state, "canceled", error="Canceled.")
             return Outcome(await self._reload(gen_id), None)
         except asyncio.CancelledError:
             await self._cancel_remote(state)
+            await _landed(marked)
             if self._closing:
                 await self._finish(gen_id, state, "failed", error=INTERRUPTED)
             else:
                 await self._finish(gen_id, state, "canceled", error="Canceled.")
             raise
         except ReplicateServiceError as exc:
+            await _landed(marked)
             await self._finish(gen_id, state, "failed", error=exc.user_message)
             raise
         except Exception as exc:
+            await _landed(marked)
             await self._finish(
                 gen_id, state, "failed", error=f"Internal error ({type(exc).__name__})"
             )
             raise
         state.phase = "done"
+        await _landed(marked)
         return await self._succeed(generation, result, size_limit, total_limit)
 
     async def _succeed(
@@ -434,13 +447,14 @@ class GenerationService:
         jobs = [g for g in await self.interrupted_jobs() if g.source == "api"]
 
         async def settle(generation: Generation) -> None:
-            if generation.prediction_id:
+            prediction_id = generation.prediction_id or await self._find_lost_prediction(generation)
+            if prediction_id:
                 try:
-                    await self.replicate.cancel_prediction(generation.prediction_id)
+                    await self.replicate.cancel_prediction(prediction_id)
                 except ReplicateServiceError as exc:
                     log.warning(
                         "could not cancel prediction %s of interrupted job %s: %s",
-                        generation.prediction_id,
+                        prediction_id,
                         generation.id,
                         exc,
                     )
@@ -457,9 +471,7 @@ class GenerationService:
         """Finish a job a previous process started: follow its prediction to the end, or,
         if it never reached Replicate, record it as failed. Outcome.result is None when
         there are no images; the stored generation then says why."""
-        prediction_id = generation.prediction_id
-        if not prediction_id and generation.started_at is not None:
-            prediction_id = await self._find_lost_prediction(generation)
+        prediction_id = generation.prediction_id or await self._find_lost_prediction(generation)
         if not prediction_id:
             await self.store.update_generation(
                 generation.id, status="failed", error=INTERRUPTED, finished_at=_now()
@@ -522,21 +534,25 @@ class GenerationService:
 
     async def _find_lost_prediction(self, generation: Generation) -> str | None:
         """A job that died between sending its create and storing the answer may have a
-        paid prediction running: find it by prompt and seed rather than lose its images."""
-        assert generation.started_at is not None
+        paid prediction running: find it by prompt and seed rather than lose its images.
+        A prediction another job of the store already owns is not taken."""
+        since = (generation.started_at or generation.created_at) - timedelta(seconds=5)
         try:
-            found = await self.replicate.find_prediction(
-                prompt=generation.prompt,
-                seed=generation.params.get("seed"),
-                since=generation.started_at - timedelta(seconds=5),
+            candidates = await self.replicate.find_predictions(
+                prompt=generation.prompt, seed=generation.params.get("seed"), since=since
             )
         except ReplicateServiceError as exc:
             log.warning("could not look for the prediction of %s: %s", generation.id, exc)
             return None
-        if found:
-            log.info("found prediction %s of interrupted job %s", found, generation.id)
-            await self.store.update_generation(generation.id, prediction_id=found)
-        return found
+        async with self._claiming:  # two lost jobs alike must not both take one prediction
+            for found in candidates:
+                owner = await self.store.get_generation_by_prediction_id(found)
+                if owner is not None and owner.id != generation.id:
+                    continue
+                log.info("found prediction %s of interrupted job %s", found, generation.id)
+                await self.store.update_generation(generation.id, prediction_id=found)
+                return found
+        return None
 
     async def _cancel_remote(self, state: JobState) -> None:
         if state.prediction_id:
@@ -557,6 +573,15 @@ class GenerationService:
     def _forget(self, gen_id: str) -> None:
         self._states.pop(gen_id, None)
         self._tasks.pop(gen_id, None)
+
+
+async def _landed(write: asyncio.Future[Any]) -> None:
+    """Wait for an earlier store write of this job to land (its failure is logged; the
+    job's outcome is still recorded after it)."""
+    try:
+        await asyncio.shield(write)
+    except Exception:
+        log.exception("a store write of a running job failed")
 
 
 async def _safe(listener: Listener, state: JobState) -> None:

@@ -778,20 +778,21 @@ class ReplicateService:
         inputs = dict(prediction.input or {})
         return await self._follow(prediction, inputs, str(prediction.model), on_progress)
 
-    async def find_prediction(
+    async def find_predictions(
         self, *, prompt: str, seed: int | None, since: datetime
-    ) -> str | None:
-        """The id of a recent prediction with this prompt and seed, created at or after
-        ``since``: a create whose answer was lost (the process died waiting for it)."""
+    ) -> list[str]:
+        """Ids of recent predictions (newest first) with this prompt and seed, created at
+        or after ``since``: a create whose answer was lost (the process died waiting)."""
         page = await self._call(self._client.predictions.async_list())
+        found: list[str] = []
         for prediction in page.results:
             created = _parse_time(prediction.created_at)
             if created is not None and created < since:
                 break
             inputs = prediction.input or {}
             if inputs.get("prompt") == prompt and (seed is None or inputs.get("seed") == seed):
-                return prediction.id
-        return None
+                found.append(prediction.id)
+        return found
 
     async def _follow(
         self,

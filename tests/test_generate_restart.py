@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
+from services.replicate_service import ReplicateService
+from services.store import NewGeneration, open_store
 from tests.emulators.discord import DiscordEmulator
 from tests.emulators.replicate import ReplicateEmulator
-from tests.harness import BotProcess, bot_env
+from tests.harness import BotHarness, BotProcess, bot_env
+
+SCHNELL = "black-forest-labs/flux-schnell"
 
 
 async def test_sigkill_with_running_and_queued_generations(
@@ -46,4 +52,55 @@ async def test_sigkill_with_running_and_queued_generations(
     assert [u.id for u in posted.pinged_users()] == [alice.id]
     assert [u.id for u in reported.pinged_users()] == [bob.id]
     assert any((c.custom_id or "").startswith("gen:reroll:") for c in reported.components)
+    assert replicate_emu.counts["predictions_created"] == 1
+
+
+async def test_a_lost_create_of_a_job_still_marked_queued_is_found_once(
+    harness: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
+) -> None:
+    """The previous process died right after sending a create, before the job was even
+    marked running: after the restart its prediction is found by prompt and seed and its
+    images are posted. A second lost job with the same prompt and seed does not take the
+    same prediction: it is reported as failed."""
+    carol, dave = discord_emu.add_user("carol"), discord_emu.add_user("dave")
+    params = {"seed": 99, "count": 1, "aspect_ratio": "1:1"}
+    store = await open_store(harness.env["DATABASE_URL"])
+    try:
+        for user in (carol, dave):
+            await store.create_generation(
+                NewGeneration(
+                    user_key=f"discord:{user.id}",
+                    user_id=user.id,
+                    guild_id=discord_emu.guild.id,
+                    channel_id=discord_emu.channel.id,
+                    prompt="a lighthouse",
+                    model=SCHNELL,
+                    params=params,
+                    owner="main",
+                )
+            )
+    finally:
+        await store.close()
+    replicate_emu.prediction_mode = "manual"
+    async with ReplicateService(replicate_emu.token, base_url=replicate_emu.base_url) as rs:
+        create = asyncio.create_task(rs.generate(SCHNELL, "a lighthouse", {"seed": 99}))
+        job = await replicate_emu.wait_for(lambda: replicate_emu.last_prediction)
+        create.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await create
+    await replicate_emu.complete_prediction(job.id)
+
+    await harness.start()
+    posted = await discord_emu.wait_for_message(
+        discord_emu.channel,
+        lambda m: m.webhook_id is None and len(m.attachments) == 1,
+        timeout=15,
+    )
+    reported = await discord_emu.wait_for_message(
+        discord_emu.channel,
+        lambda m: m.webhook_id is None and "could not be made" in m.content,
+        timeout=15,
+    )
+    pinged = {posted.pinged_users()[0].id, reported.pinged_users()[0].id}
+    assert pinged == {carol.id, dave.id}
     assert replicate_emu.counts["predictions_created"] == 1

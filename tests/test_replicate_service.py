@@ -766,10 +766,13 @@ async def test_find_and_resume_a_prediction_whose_create_answer_was_lost(
         )
     )
     task.cancel()
-    found = await replicate_service.find_prediction(prompt="lost", seed=7, since=since)
-    assert found == job.id
-    assert await replicate_service.find_prediction(prompt="lost", seed=8, since=since) is None
+    found = await replicate_service.find_predictions(prompt="lost", seed=7, since=since)
+    assert found == [job.id]
+    assert await replicate_service.find_predictions(prompt="lost", seed=8, since=since) == []
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    assert await replicate_service.find_predictions(prompt="lost", seed=7, since=later) == []
     await replicate_emu.complete_prediction(job.id)
+    [found] = found
     result = await replicate_service.resume(found)
     assert result.prediction_id == job.id and len(result.images) == 1
 
