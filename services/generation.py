@@ -353,19 +353,14 @@ class GenerationService:
         gen_id = generation.id
         state.phase = "generating"
         state.started_monotonic = time.monotonic()
-        # Written beside the create rather than before it, so that the create does not
-        # wait for the store; a crash before this lands is covered by recovery, which looks
-        # for the lost create of a job still marked queued as well. Later writes of this
-        # job wait for it (with several connections they could otherwise overtake it).
-        marked = asyncio.ensure_future(
-            self.store.update_generation(gen_id, status="running", started_at=_now())
-        )
+        # Stored before the create goes out: after a crash, a job marked running without a
+        # prediction id is one whose create may have reached Replicate.
+        await self.store.update_generation(gen_id, status="running", started_at=_now())
         await _safe(listener, state)
 
         async def on_progress(progress: Progress) -> None:
             if state.prediction_id is None and progress.prediction_id:
                 state.prediction_id = progress.prediction_id
-                await _landed(marked)
                 await self.store.update_generation(gen_id, prediction_id=progress.prediction_id)
             await _safe(listener, state)
 
@@ -385,29 +380,24 @@ class GenerationService:
                 webhook=self.settings.webhook_url,
             )
         except GenerationCanceled:
-            await _landed(marked)
             await self._finish(gen_id, state, "canceled", error="Canceled.")
             return Outcome(await self._reload(gen_id), None)
         except asyncio.CancelledError:
             await self._cancel_remote(state)
-            await _landed(marked)
             if self._closing:
                 await self._finish(gen_id, state, "failed", error=INTERRUPTED)
             else:
                 await self._finish(gen_id, state, "canceled", error="Canceled.")
             raise
         except ReplicateServiceError as exc:
-            await _landed(marked)
             await self._finish(gen_id, state, "failed", error=exc.user_message)
             raise
         except Exception as exc:
-            await _landed(marked)
             await self._finish(
                 gen_id, state, "failed", error=f"Internal error ({type(exc).__name__})"
             )
             raise
         state.phase = "done"
-        await _landed(marked)
         return await self._succeed(generation, result, size_limit, total_limit)
 
     async def _succeed(
@@ -447,7 +437,9 @@ class GenerationService:
         jobs = [g for g in await self.interrupted_jobs() if g.source == "api"]
 
         async def settle(generation: Generation) -> None:
-            prediction_id = generation.prediction_id or await self._find_lost_prediction(generation)
+            prediction_id = generation.prediction_id
+            if not prediction_id and generation.started_at is not None:
+                prediction_id = await self._find_lost_prediction(generation)
             if prediction_id:
                 try:
                     await self.replicate.cancel_prediction(prediction_id)
@@ -471,7 +463,9 @@ class GenerationService:
         """Finish a job a previous process started: follow its prediction to the end, or,
         if it never reached Replicate, record it as failed. Outcome.result is None when
         there are no images; the stored generation then says why."""
-        prediction_id = generation.prediction_id or await self._find_lost_prediction(generation)
+        prediction_id = generation.prediction_id
+        if not prediction_id and generation.started_at is not None:
+            prediction_id = await self._find_lost_prediction(generation)
         if not prediction_id:
             await self.store.update_generation(
                 generation.id, status="failed", error=INTERRUPTED, finished_at=_now()
@@ -536,7 +530,8 @@ class GenerationService:
         """A job that died between sending its create and storing the answer may have a
         paid prediction running: find it by prompt and seed rather than lose its images.
         A prediction another job of the store already owns is not taken."""
-        since = (generation.started_at or generation.created_at) - timedelta(seconds=5)
+        assert generation.started_at is not None
+        since = generation.started_at - timedelta(seconds=5)
         try:
             candidates = await self.replicate.find_predictions(
                 prompt=generation.prompt, seed=generation.params.get("seed"), since=since
@@ -573,15 +568,6 @@ class GenerationService:
     def _forget(self, gen_id: str) -> None:
         self._states.pop(gen_id, None)
         self._tasks.pop(gen_id, None)
-
-
-async def _landed(write: asyncio.Future[Any]) -> None:
-    """Wait for an earlier store write of this job to land (its failure is logged; the
-    job's outcome is still recorded after it)."""
-    try:
-        await asyncio.shield(write)
-    except Exception:
-        log.exception("a store write of a running job failed")
 
 
 async def _safe(listener: Listener, state: JobState) -> None:

@@ -55,19 +55,19 @@ async def test_sigkill_with_running_and_queued_generations(
     assert replicate_emu.counts["predictions_created"] == 1
 
 
-async def test_a_lost_create_of_a_job_still_marked_queued_is_found_once(
+async def test_two_lost_creates_alike_never_share_one_prediction(
     harness: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
 ) -> None:
-    """The previous process died right after sending a create, before the job was even
-    marked running: after the restart its prediction is found by prompt and seed and its
-    images are posted. A second lost job with the same prompt and seed does not take the
-    same prediction: it is reported as failed."""
+    """The previous process died with two running jobs of the same prompt and seed whose
+    creates were sent but whose ids were never stored, and only one prediction exists:
+    after the restart one job gets its images, the other is reported as failed; the
+    prediction is not posted twice."""
     carol, dave = discord_emu.add_user("carol"), discord_emu.add_user("dave")
     params = {"seed": 99, "count": 1, "aspect_ratio": "1:1"}
     store = await open_store(harness.env["DATABASE_URL"])
     try:
         for user in (carol, dave):
-            await store.create_generation(
+            lost = await store.create_generation(
                 NewGeneration(
                     user_key=f"discord:{user.id}",
                     user_id=user.id,
@@ -79,6 +79,7 @@ async def test_a_lost_create_of_a_job_still_marked_queued_is_found_once(
                     owner="main",
                 )
             )
+            await store.update_generation(lost.id, status="running", started_at=lost.created_at)
     finally:
         await store.close()
     replicate_emu.prediction_mode = "manual"
