@@ -8,11 +8,26 @@ from pathlib import Path
 
 from services.replicate_service import ReplicateService
 from services.store import NewGeneration, open_store
-from tests.emulators.discord import DiscordEmulator
+from tests.emulators.discord import DiscordEmulator, Message
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness, BotProcess, bot_env
 
 SCHNELL = "black-forest-labs/flux-schnell"
+
+
+async def posted_and_reported(discord_emu: DiscordEmulator) -> tuple[Message, Message]:
+    """The channel messages of a recovery: images posted, and a job reported failed."""
+    posted = await discord_emu.wait_for_message(
+        discord_emu.channel,
+        lambda m: m.webhook_id is None and len(m.attachments) == 1,
+        timeout=15,
+    )
+    reported = await discord_emu.wait_for_message(
+        discord_emu.channel,
+        lambda m: m.webhook_id is None and "could not be made" in m.content,
+        timeout=15,
+    )
+    return posted, reported
 
 
 async def test_sigkill_with_running_and_queued_generations(
@@ -37,16 +52,7 @@ async def test_sigkill_with_running_and_queued_generations(
     second = BotProcess(env, cwd=tmp_path)
     await second.start()
     try:
-        posted = await discord_emu.wait_for_message(
-            discord_emu.channel,
-            lambda m: m.webhook_id is None and len(m.attachments) == 1,
-            timeout=15,
-        )
-        reported = await discord_emu.wait_for_message(
-            discord_emu.channel,
-            lambda m: m.webhook_id is None and "could not be made" in m.content,
-            timeout=15,
-        )
+        posted, reported = await posted_and_reported(discord_emu)
     finally:
         await second.kill()
     assert [u.id for u in posted.pinged_users()] == [alice.id]
@@ -92,16 +98,7 @@ async def test_two_lost_creates_alike_never_share_one_prediction(
     await replicate_emu.complete_prediction(job.id)
 
     await harness.start()
-    posted = await discord_emu.wait_for_message(
-        discord_emu.channel,
-        lambda m: m.webhook_id is None and len(m.attachments) == 1,
-        timeout=15,
-    )
-    reported = await discord_emu.wait_for_message(
-        discord_emu.channel,
-        lambda m: m.webhook_id is None and "could not be made" in m.content,
-        timeout=15,
-    )
+    posted, reported = await posted_and_reported(discord_emu)
     pinged = {posted.pinged_users()[0].id, reported.pinged_users()[0].id}
     assert pinged == {carol.id, dave.id}
     assert replicate_emu.counts["predictions_created"] == 1
