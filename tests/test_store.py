@@ -106,7 +106,7 @@ def new_training(**kw: object) -> NewTraining:
 
 
 async def migration_rows(store: Store) -> list[tuple[int, str]]:
-    async with store._engine.connect() as conn:
+    async with store.db.engine.connect() as conn:
         rows = await conn.execute(
             sa.text("SELECT version, applied_at FROM schema_migrations ORDER BY version")
         )
@@ -142,7 +142,7 @@ async def test_concurrent_opens_migrate_once(db_url: str) -> None:
 
 
 async def test_sqlite_pragmas(sqlite_store: Store, tmp_path: Path) -> None:
-    async with sqlite_store._engine.connect() as conn:
+    async with sqlite_store.db.engine.connect() as conn:
         assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 5000
         assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
     with sqlite3.connect(tmp_path / "bot.sqlite3") as raw:
@@ -673,9 +673,9 @@ async def test_concurrent_writes_share_transactions_and_failures_stay_apart(
     time); a write that fails inside such a group fails alone."""
     trainings = [await sqlite_store.create_training(new_training()) for _ in range(40)]
     begins: list[int] = []
-    engines = [sqlite_store._engine.sync_engine]
-    if sqlite_store._group_writer is not None:
-        engines.append(sqlite_store._group_writer._engine.engine)
+    engines = [sqlite_store.db.engine.sync_engine]
+    if sqlite_store.db.group_writer is not None:
+        engines.append(sqlite_store.db.group_writer.engine)
     for engine in engines:
         sa.event.listen(engine, "begin", lambda conn: begins.append(1))
     done = await asyncio.gather(
