@@ -8,6 +8,7 @@ gets a database of its own, which is dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import sqlite3
 import string
@@ -32,6 +33,7 @@ from services.store import (
     normalize_database_url,
     open_store,
 )
+from services.store.engine import is_shielded
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 URLSAFE = set(string.ascii_letters + string.digits + "-_")
@@ -240,6 +242,40 @@ asyncio.run(main())
     try:
         [g] = await s.unfinished_generations()
         assert (g.id, g.status, g.prediction_id) == (gen_id, "running", "pred-1")
+    finally:
+        await s.close()
+
+
+# -- shielding from cancellation --------------------------------------------------------------
+
+
+def test_every_public_store_coroutine_is_shielded() -> None:
+    """A public store method added without ``@shielded`` would let a cancelled caller
+    abandon a transaction halfway; only ``close`` (which waits for the others) is exempt."""
+    public = {
+        name: member
+        for name, member in inspect.getmembers(Store, inspect.iscoroutinefunction)
+        if not name.startswith("_")
+    }
+    assert {"create_generation", "update_training", "ping", "prune_webhooks"} <= set(public)
+    assert {name for name, member in public.items() if not is_shielded(member)} == {"close"}
+
+
+async def test_cancelled_caller_does_not_lose_the_write(db_url: str) -> None:
+    s = await open_store(db_url)
+    calls = [asyncio.create_task(s.set_meta(f"k{i}", "v")) for i in range(5)]
+    calls.append(asyncio.create_task(s.create_generation(new_gen())))
+    await asyncio.sleep(0)  # every call has started, none has finished
+    for call in calls:
+        call.cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    await s.close()  # waits for the calls the callers gave up on
+
+    s = await open_store(db_url)
+    try:
+        assert [await s.get_meta(f"k{i}") for i in range(5)] == ["v"] * 5
+        assert len(await s.unfinished_generations()) == 1
     finally:
         await s.close()
 

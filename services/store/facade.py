@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 
 import sqlalchemy as sa
@@ -20,7 +19,11 @@ log = logging.getLogger(__name__)
 
 
 class Store(MetaQueries, GenerationQueries, TrainingQueries, ModelQueries, WebhookQueries):
-    """Async access to the database. Create with :func:`open_store`; safe for many coroutines."""
+    """Async access to the database. Create with :func:`open_store`; safe for many coroutines.
+
+    Every public coroutine method is ``@shielded``: once called it runs to the end even if
+    the caller is cancelled, and :meth:`close` waits for it (a test checks none is missed).
+    """
 
     schema_version: int
 
@@ -43,6 +46,7 @@ class Store(MetaQueries, GenerationQueries, TrainingQueries, ModelQueries, Webho
         """Let calls in flight finish (they are shielded from cancellation), then close."""
         await self._db.close()
 
+    @shielded
     async def ping(self) -> bool:
         """True if the database answers a trivial query."""
         if self._db.closed:
@@ -53,11 +57,6 @@ class Store(MetaQueries, GenerationQueries, TrainingQueries, ModelQueries, Webho
         except Exception:
             log.warning("Database ping failed", exc_info=True)
             return False
-
-
-for _name, _member in inspect.getmembers(Store, inspect.iscoroutinefunction):
-    if not _name.startswith("_") and _name != "close":
-        setattr(Store, _name, shielded(_member))
 
 
 async def open_store(database_url: str) -> Store:

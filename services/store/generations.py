@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from services.store.base import Queries, checked_fields, get_by_id_stmt
 from services.store.columns import require_aware, utc_now
+from services.store.engine import shielded
 from services.store.records import (
     ACTIVE_GENERATION_STATUSES,
     GENERATION_STATUSES,
@@ -33,6 +34,7 @@ def to_generation(row: sa.Row[Any]) -> Generation:
 
 
 class GenerationQueries(Queries):
+    @shielded
     async def create_generation(self, g: NewGeneration) -> Generation:
         if g.status not in GENERATION_STATUSES:
             raise ValueError(f"invalid generation status {g.status!r}")
@@ -58,11 +60,13 @@ class GenerationQueries(Queries):
         }
         return to_generation(await self._insert_with_id(_gen_t, values, g.id))
 
+    @shielded
     async def get_generation(self, gen_id: str) -> Generation | None:
         async with self._db.tx() as conn:
             row = (await conn.execute(get_by_id_stmt(_gen_t), {"_row_id": gen_id})).first()
         return to_generation(row) if row else None
 
+    @shielded
     async def get_generation_by_prediction_id(self, prediction_id: str) -> Generation | None:
         async with self._db.tx() as conn:
             row = (
@@ -72,11 +76,13 @@ class GenerationQueries(Queries):
             ).first()
         return to_generation(row) if row else None
 
+    @shielded
     async def update_generation(self, gen_id: str, **fields_: Any) -> bool:
         """Set the given columns. Returns False if there is no such generation."""
         values = checked_fields(fields_, _UPDATABLE, GENERATION_STATUSES, "generation")
         return await self._update_by_id(_gen_t, gen_id, values) is not None
 
+    @shielded
     async def set_generation(self, gen_id: str, **fields_: Any) -> Generation | None:
         """Like :meth:`update_generation`, and return the generation as stored (None if
         there is no such generation)."""
@@ -84,6 +90,7 @@ class GenerationQueries(Queries):
         row = await self._update_by_id(_gen_t, gen_id, values)
         return to_generation(row) if row is not None else None
 
+    @shielded
     async def transition_generation(
         self, gen_id: str, *, from_status: Iterable[str], **fields_: Any
     ) -> bool:
@@ -96,6 +103,7 @@ class GenerationQueries(Queries):
         cond = sa.and_(_gen_t.c.id == gen_id, _gen_t.c.status.in_(list(from_status)))
         return await self._update(_gen_t, cond, values)
 
+    @shielded
     async def count_generations_by_user(self, since: datetime) -> dict[str, int]:
         """Generations created at or after ``since``, per user_key (users with none are
         left out)."""
@@ -108,6 +116,7 @@ class GenerationQueries(Queries):
         async with self._db.tx() as conn:
             return {key: int(n) for key, n in await conn.execute(query)}
 
+    @shielded
     async def unfinished_generations(self, *, owner: str | None = None) -> list[Generation]:
         """Queued or running generations, oldest first (restart recovery); with ``owner``,
         only that instance's (and those recorded before owners were, which have none)."""
@@ -118,6 +127,7 @@ class GenerationQueries(Queries):
             rows = await conn.execute(query.order_by(_gen_t.c.created_at, _gen_t.c.id))
             return [to_generation(r) for r in rows]
 
+    @shielded
     async def recent_generations(
         self, *, user_key: str | None = None, limit: int = 10
     ) -> list[Generation]:

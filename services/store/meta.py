@@ -6,14 +6,17 @@ import sqlalchemy as sa
 
 from services.store.base import Queries
 from services.store.columns import utc_now
+from services.store.engine import shielded
 from services.store.schema import meta_table as _meta_t
 
 
 class MetaQueries(Queries):
+    @shielded
     async def get_meta(self, key: str) -> str | None:
         async with self._db.tx() as conn:
             return await conn.scalar(sa.select(_meta_t.c.value).where(_meta_t.c.key == key))
 
+    @shielded
     async def set_meta(self, key: str, value: str) -> None:
         stmt = self._db.insert(_meta_t).values(key=key, value=value, updated_at=utc_now())
         stmt = stmt.on_conflict_do_update(

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from services.store.base import Queries
 from services.store.columns import utc_now
+from services.store.engine import shielded
 from services.store.records import TrainedModel
 from services.store.schema import models_table as _model_t
 
@@ -20,6 +21,7 @@ def _like_prefix(prefix: str) -> str:
 
 
 class ModelQueries(Queries):
+    @shielded
     async def upsert_model(
         self,
         owner: str,
@@ -59,6 +61,7 @@ class ModelQueries(Queries):
         async with self._db.tx(write=True) as conn:
             await conn.execute(stmt)
 
+    @shielded
     async def get_model(self, owner: str, name: str) -> TrainedModel | None:
         async with self._db.tx() as conn:
             row = (
@@ -70,6 +73,7 @@ class ModelQueries(Queries):
             ).first()
         return TrainedModel(**row._mapping) if row else None
 
+    @shielded
     async def models_for_guild(
         self, guild_id: int | None, prefix: str = "", limit: int = 25
     ) -> list[TrainedModel]:
@@ -98,6 +102,7 @@ class ModelQueries(Queries):
         async with self._db.tx() as conn:
             return [TrainedModel(**r._mapping) for r in await conn.execute(query)]
 
+    @shielded
     async def find_model_by_version(self, ref: str) -> TrainedModel | None:
         """Model for ``owner/name:version``, ``owner/name`` or a bare version id.
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from services.store.base import Queries, checked_fields, new_nonce
 from services.store.columns import require_aware, utc_now
+from services.store.engine import shielded
 from services.store.records import (
     ACTIVE_TRAINING_STATUSES,
     SOURCES,
@@ -38,6 +39,7 @@ def to_training(row: sa.Row[Any]) -> Training:
 
 
 class TrainingQueries(Queries):
+    @shielded
     async def create_training(self, t: NewTraining) -> Training:
         if t.status not in TRAINING_STATUSES:
             raise ValueError(f"invalid training status {t.status!r}")
@@ -69,9 +71,11 @@ class TrainingQueries(Queries):
         }
         return to_training(await self._insert_with_id(_train_t, values, t.id))
 
+    @shielded
     async def get_training(self, local_id: str) -> Training | None:
         return await self._one_training(_train_t.c.id == local_id)
 
+    @shielded
     async def get_training_by_replicate_id(self, training_id: str) -> Training | None:
         return await self._one_training(_train_t.c.training_id == training_id)
 
@@ -80,6 +84,7 @@ class TrainingQueries(Queries):
             row = (await conn.execute(sa.select(_train_t).where(cond))).first()
         return to_training(row) if row else None
 
+    @shielded
     async def update_training(self, local_id: str, **fields_: Any) -> bool:
         """Set the given columns. Returns False if there is no such training.
 
@@ -88,6 +93,7 @@ class TrainingQueries(Queries):
         values = checked_fields(fields_, _UPDATABLE, TRAINING_STATUSES, "training")
         return await self._update_by_id(_train_t, local_id, values) is not None
 
+    @shielded
     async def transition_training(
         self, local_id: str, *, from_status: Iterable[str], **fields_: Any
     ) -> bool:
@@ -99,6 +105,7 @@ class TrainingQueries(Queries):
         cond = sa.and_(_train_t.c.id == local_id, _train_t.c.status.in_(list(from_status)))
         return await self._update(_train_t, cond, values)
 
+    @shielded
     async def unfinished_trainings(self) -> list[Training]:
         """Trainings whose final notification has not been claimed yet, oldest first.
 
@@ -113,6 +120,7 @@ class TrainingQueries(Queries):
             )
             return [to_training(r) for r in rows]
 
+    @shielded
     async def claim_notification(self, local_id: str, now: datetime) -> bool:
         """Atomically set ``notified_at`` if unset. True for exactly one caller, ever."""
         require_aware(now=now)
@@ -122,6 +130,7 @@ class TrainingQueries(Queries):
             {"notified_at": now},
         )
 
+    @shielded
     async def release_notification(self, local_id: str) -> bool:
         """Undo a claim (e.g. sending failed for good) so a later attempt can claim again."""
         return await self._update(
@@ -130,6 +139,7 @@ class TrainingQueries(Queries):
             {"notified_at": None},
         )
 
+    @shielded
     async def claim_status_edit(
         self, local_id: str, now: datetime, min_interval: timedelta
     ) -> bool:
@@ -142,6 +152,7 @@ class TrainingQueries(Queries):
             _train_t.c.last_status_edit_at, local_id, now, min_interval
         )
 
+    @shielded
     async def claim_poll(self, local_id: str, now: datetime, min_interval: timedelta) -> bool:
         """Like :meth:`claim_status_edit` for ``last_polled_at``: one poller per interval."""
         return await self._claim_interval(_train_t.c.last_polled_at, local_id, now, min_interval)
@@ -156,6 +167,7 @@ class TrainingQueries(Queries):
         )
         return await self._update(_train_t, cond, {column.name: now})
 
+    @shielded
     async def count_trainings_since(self, user_key: str, since: datetime) -> int:
         """Trainings created by ``user_key`` at or after ``since`` (quota window)."""
         require_aware(since=since)
@@ -167,6 +179,7 @@ class TrainingQueries(Queries):
             )
         return int(n or 0)
 
+    @shielded
     async def count_active_trainings(self, guild_id: int | None) -> int:
         """Trainings in ``starting``/``processing`` started in that guild (``None``: in DMs)."""
         scope = (
@@ -174,6 +187,7 @@ class TrainingQueries(Queries):
         )
         return await self._count_active(scope)
 
+    @shielded
     async def count_active_trainings_total(self) -> int:
         """Trainings in ``starting``/``processing`` anywhere."""
         return await self._count_active(sa.true())
@@ -187,6 +201,7 @@ class TrainingQueries(Queries):
         async with self._db.tx() as conn:
             return int(await conn.scalar(query) or 0)
 
+    @shielded
     async def count_active_trainings_for_user(self, user_key: str) -> int:
         query = (
             sa.select(sa.func.count())
@@ -196,6 +211,7 @@ class TrainingQueries(Queries):
         async with self._db.tx() as conn:
             return int(await conn.scalar(query) or 0)
 
+    @shielded
     async def recent_trainings(
         self, *, guild_id: int | None, user_id: int | None, limit: int = 10
     ) -> list[Training]:

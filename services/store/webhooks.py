@@ -8,10 +8,12 @@ import sqlalchemy as sa
 
 from services.store.base import Queries
 from services.store.columns import require_aware
+from services.store.engine import shielded
 from services.store.schema import webhooks_table as _webhook_t
 
 
 class WebhookQueries(Queries):
+    @shielded
     async def record_webhook(self, webhook_id: str, received_at: datetime) -> bool:
         """Remember a webhook-id. False if it was recorded before (a redelivery)."""
         require_aware(received_at=received_at)
@@ -24,6 +26,7 @@ class WebhookQueries(Queries):
             result = await conn.execute(stmt)
             return result.rowcount == 1
 
+    @shielded
     async def prune_webhooks(self, before: datetime) -> int:
         """Forget webhook-ids received before ``before``; returns how many were deleted."""
         require_aware(before=before)
