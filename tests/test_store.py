@@ -34,6 +34,7 @@ from services.store import (
     open_store,
 )
 from services.store.engine import is_shielded
+from tests.helpers.store import recent_generations
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 URLSAFE = set(string.ascii_letters + string.digits + "-_")
@@ -357,20 +358,6 @@ async def test_update_generation_rejects_bad_input(store: Store) -> None:
         await store.create_generation(new_gen(source="irc"))
 
 
-async def test_transition_generation_exactly_once(store: Store) -> None:
-    g = await store.create_generation(new_gen())
-    results = await asyncio.gather(
-        *(
-            store.transition_generation(g.id, from_status=["queued"], status="running")
-            for _ in range(30)
-        )
-    )
-    assert results.count(True) == 1
-    assert not await store.transition_generation(g.id, from_status=["queued"], status="failed")
-    got = await store.get_generation(g.id)
-    assert got is not None and got.status == "running"
-
-
 async def test_count_generations_by_user(store: Store) -> None:
     for minutes in (0, 30, 59, 61, 120):
         await store.create_generation(
@@ -412,6 +399,19 @@ async def test_unfinished_generations_of_one_instance(store: Store) -> None:
     assert sorted(ids) == sorted([mine.id, legacy.id])
     assert theirs.id in [g.id for g in await store.unfinished_generations(owner="shard-1")]
     assert len(await store.unfinished_generations()) == 3
+
+
+async def test_recent_generations_helper(store: Store) -> None:
+    made = [
+        await store.create_generation(
+            new_gen(user_key=f"discord:{i % 2}", created_at=T0 + timedelta(seconds=i))
+        )
+        for i in range(4)
+    ]
+    assert [g.id for g in await recent_generations(store)] == [g.id for g in reversed(made)]
+    assert [g.id for g in await recent_generations(store, user_key="discord:0", limit=1)] == [
+        made[2].id
+    ]
 
 
 async def test_200_concurrent_generations(store: Store) -> None:
@@ -496,9 +496,6 @@ async def test_unfinished_trainings_and_claims(store: Store) -> None:
     assert not await store.claim_notification(c.id, T0)
     got = await store.get_training(c.id)
     assert got is not None and got.notified_at == T0
-    assert await store.release_notification(c.id)
-    assert not await store.release_notification(c.id)
-    assert await store.claim_notification(c.id, T0)
     assert not await store.claim_notification("missing", T0)
 
 
@@ -540,16 +537,6 @@ async def test_interval_claims(store: Store) -> None:
     assert got.last_polled_at == T0 + timedelta(minutes=1)
 
 
-async def test_transition_training(store: Store) -> None:
-    t = await store.create_training(new_training())
-    assert await store.transition_training(
-        t.id, from_status=["starting", "processing"], status="succeeded", version="v"
-    )
-    assert not await store.transition_training(
-        t.id, from_status=["starting", "processing"], status="failed"
-    )
-
-
 async def test_training_counts(store: Store) -> None:
     for minutes, guild, status in (
         (0, 10, "starting"),
@@ -571,8 +558,6 @@ async def test_training_counts(store: Store) -> None:
     assert await store.count_active_trainings(20) == 1
     assert await store.count_active_trainings(99) == 0
     assert await store.count_active_trainings(None) == 1  # DMs
-    assert await store.count_active_trainings_total() == 5
-    assert await store.count_active_trainings_for_user("discord:1") == 4
 
 
 async def test_recent_trainings(store: Store) -> None:
@@ -670,17 +655,6 @@ async def test_models_for_guild(store: Store) -> None:
     assert len(await store.models_for_guild(10, limit=2)) == 2
     newest = await store.models_for_guild(10, limit=1)
     assert newest[0].ref == "eve/d%m"  # most recently updated first
-
-
-async def test_find_model_by_version(store: Store) -> None:
-    await store.upsert_model(
-        "alice", "cats", guild_id=10, creator_key="k", trigger_word="TOK", latest_version="abc"
-    )
-    for ref in ("alice/cats:abc", "alice/cats", "Alice/Cats:older-version", "abc", " alice/cats "):
-        m = await store.find_model_by_version(ref)
-        assert m is not None and m.ref == "alice/cats", ref
-    for ref in ("alice/dogs:abc", "nobody/cats", "zzz", "", "alice/"):
-        assert await store.find_model_by_version(ref) is None, ref
 
 
 # -- webhooks ---------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ Backends
     migrations on PostgreSQL.
 
 Exactly-once
-    State changes that must happen once ("send the training notification", "move the job from
-    queued to running") are single ``UPDATE … WHERE <condition>`` statements whose rowcount says
-    whether this caller won. They are safe across coroutines, processes and hosts.
+    State changes that must happen once ("send the training notification", "poll this training
+    now") are single ``UPDATE … WHERE <condition>`` statements whose rowcount says whether this
+    caller won. They are safe across coroutines, processes and hosts.
 
 Times
     All datetimes go in and come out timezone-aware in UTC. Naive datetimes are rejected: a naive

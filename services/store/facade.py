@@ -36,12 +36,6 @@ class Store(MetaQueries, GenerationQueries, TrainingQueries, ModelQueries, Webho
         """The engine layer underneath (for tests and tools that need raw access)."""
         return self._db
 
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     async def close(self) -> None:
         """Let calls in flight finish (they are shielded from cancellation), then close."""
         await self._db.close()

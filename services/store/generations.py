@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import fields
 from datetime import datetime
 from typing import Any, Final
@@ -91,19 +90,6 @@ class GenerationQueries(Queries):
         return to_generation(row) if row is not None else None
 
     @shielded
-    async def transition_generation(
-        self, gen_id: str, *, from_status: Iterable[str], **fields_: Any
-    ) -> bool:
-        """Update only if the current status is in ``from_status``; True for exactly one caller.
-
-        E.g. ``transition_generation(id, from_status=["queued"], status="running")`` claims a
-        queued job for one worker.
-        """
-        values = checked_fields(fields_, _UPDATABLE, GENERATION_STATUSES, "generation")
-        cond = sa.and_(_gen_t.c.id == gen_id, _gen_t.c.status.in_(list(from_status)))
-        return await self._update(_gen_t, cond, values)
-
-    @shielded
     async def count_generations_by_user(self, since: datetime) -> dict[str, int]:
         """Generations created at or after ``since``, per user_key (users with none are
         left out)."""
@@ -126,14 +112,3 @@ class GenerationQueries(Queries):
         async with self._db.tx() as conn:
             rows = await conn.execute(query.order_by(_gen_t.c.created_at, _gen_t.c.id))
             return [to_generation(r) for r in rows]
-
-    @shielded
-    async def recent_generations(
-        self, *, user_key: str | None = None, limit: int = 10
-    ) -> list[Generation]:
-        """Newest first; all users unless ``user_key`` is given."""
-        query = sa.select(_gen_t).order_by(_gen_t.c.created_at.desc(), _gen_t.c.id).limit(limit)
-        if user_key is not None:
-            query = query.where(_gen_t.c.user_key == user_key)
-        async with self._db.tx() as conn:
-            return [to_generation(r) for r in await conn.execute(query)]

@@ -101,25 +101,3 @@ class ModelQueries(Queries):
         ).limit(max(0, limit))
         async with self._db.tx() as conn:
             return [TrainedModel(**r._mapping) for r in await conn.execute(query)]
-
-    @shielded
-    async def find_model_by_version(self, ref: str) -> TrainedModel | None:
-        """Model for ``owner/name:version``, ``owner/name`` or a bare version id.
-
-        With ``owner/name:version`` the model is returned even if ``version`` is not its latest
-        one (the trigger word belongs to the model).
-        """
-        ref = ref.strip()
-        base, _, version = ref.partition(":")
-        if "/" in base:
-            owner, _, name = base.partition("/")
-            return await self.get_model(owner, name)
-        if not ref or version:
-            return None
-        async with self._db.tx() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(_model_t).where(_model_t.c.latest_version == ref).limit(1)
-                )
-            ).first()
-        return TrainedModel(**row._mapping) if row else None

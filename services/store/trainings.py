@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -94,18 +93,6 @@ class TrainingQueries(Queries):
         return await self._update_by_id(_train_t, local_id, values) is not None
 
     @shielded
-    async def transition_training(
-        self, local_id: str, *, from_status: Iterable[str], **fields_: Any
-    ) -> bool:
-        """Update only if the current status is in ``from_status``; True for exactly one caller.
-
-        Lets a webhook and a poller race to record the final state without both acting on it.
-        """
-        values = checked_fields(fields_, _UPDATABLE, TRAINING_STATUSES, "training")
-        cond = sa.and_(_train_t.c.id == local_id, _train_t.c.status.in_(list(from_status)))
-        return await self._update(_train_t, cond, values)
-
-    @shielded
     async def unfinished_trainings(self) -> list[Training]:
         """Trainings whose final notification has not been claimed yet, oldest first.
 
@@ -128,15 +115,6 @@ class TrainingQueries(Queries):
             _train_t,
             sa.and_(_train_t.c.id == local_id, _train_t.c.notified_at.is_(None)),
             {"notified_at": now},
-        )
-
-    @shielded
-    async def release_notification(self, local_id: str) -> bool:
-        """Undo a claim (e.g. sending failed for good) so a later attempt can claim again."""
-        return await self._update(
-            _train_t,
-            sa.and_(_train_t.c.id == local_id, _train_t.c.notified_at.is_not(None)),
-            {"notified_at": None},
         )
 
     @shielded
@@ -185,28 +163,10 @@ class TrainingQueries(Queries):
         scope = (
             _train_t.c.guild_id.is_(None) if guild_id is None else _train_t.c.guild_id == guild_id
         )
-        return await self._count_active(scope)
-
-    @shielded
-    async def count_active_trainings_total(self) -> int:
-        """Trainings in ``starting``/``processing`` anywhere."""
-        return await self._count_active(sa.true())
-
-    async def _count_active(self, scope: sa.ColumnElement[bool]) -> int:
         query = (
             sa.select(sa.func.count())
             .select_from(_train_t)
             .where(_train_t.c.status.in_(ACTIVE_TRAINING_STATUSES), scope)
-        )
-        async with self._db.tx() as conn:
-            return int(await conn.scalar(query) or 0)
-
-    @shielded
-    async def count_active_trainings_for_user(self, user_key: str) -> int:
-        query = (
-            sa.select(sa.func.count())
-            .select_from(_train_t)
-            .where(_train_t.c.status.in_(ACTIVE_TRAINING_STATUSES), _train_t.c.user_key == user_key)
         )
         async with self._db.tx() as conn:
             return int(await conn.scalar(query) or 0)
