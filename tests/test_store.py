@@ -15,7 +15,7 @@ import string
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -30,11 +30,14 @@ from services.store import (
     NewGeneration,
     NewTraining,
     Store,
+    migrations,
     normalize_database_url,
     open_store,
 )
-from services.store.engine import is_shielded
-from tests.helpers.store import recent_generations
+from services.store.engine import is_shielded, open_database
+from services.store.migrations import MIGRATIONS_TABLE, migrate, schema_at
+from services.store.schema import METADATA
+from tests.helpers.store import PostgresCompiler, recent_generations
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 URLSAFE = set(string.ascii_letters + string.digits + "-_")
@@ -142,6 +145,193 @@ async def test_concurrent_opens_migrate_once(db_url: str) -> None:
     finally:
         for s in stores:
             await s.close()
+
+
+async def reflected_schema(store: Store) -> dict[str, tuple[set[str], set[tuple[str, ...]]]]:
+    """Per table: the column names, and each index as (name, *columns)."""
+
+    def read(conn: sa.Connection) -> dict[str, tuple[set[str], set[tuple[str, ...]]]]:
+        inspector = sa.inspect(conn)
+        return {
+            table: (
+                {c["name"] for c in inspector.get_columns(table)},
+                {
+                    (str(ix["name"]), *(str(c) for c in ix["column_names"]))
+                    for ix in inspector.get_indexes(table)
+                    if "duplicates_constraint" not in ix
+                },
+            )
+            for table in inspector.get_table_names()
+        }
+
+    async with store.db.engine.connect() as conn:
+        return await conn.run_sync(read)
+
+
+def derived_schema() -> dict[str, tuple[set[str], set[tuple[str, ...]]]]:
+    return {
+        table.name: (
+            {c.name for c in table.columns},
+            {(str(ix.name), *(c.name for c in ix.columns)) for ix in table.indexes},
+        )
+        for table in [*METADATA.sorted_tables, MIGRATIONS_TABLE]
+    }
+
+
+async def test_database_schema_is_the_derived_one(store: Store) -> None:
+    """What the migration steps create is what the queries are written against."""
+    assert await reflected_schema(store) == derived_schema()
+    generations = derived_schema()["generations"][0]
+    assert "owner" in generations and "message_id" not in generations
+
+
+@pytest.mark.parametrize("drop_column", [True, False], ids=["alter-table", "sqlite-rebuild"])
+async def test_upgrade_from_version_3_keeps_rows(
+    db_url: str, drop_column: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database made by steps 1-3 loses the never-written message columns, nothing else."""
+    if not drop_column:
+        if not db_url.startswith("sqlite"):
+            pytest.skip("the table rebuild is for SQLite versions without DROP COLUMN")
+        monkeypatch.setattr(migrations, "SQLITE_DROP_COLUMN", (99, 0, 0))
+    v3 = schema_at(3).tables["generations"]
+    assert {"message_id", "channel_message_id", "owner"} <= set(v3.c.keys())
+    old_rows = [
+        {
+            "id": f"g{i}",
+            "user_key": "discord:1",
+            "user_id": 1,
+            "guild_id": 10,
+            "channel_id": 100,
+            "prompt": f"prompt {i}",
+            "model": "black-forest-labs/flux-schnell",
+            "params": {"seed": i, "count": 1},
+            "status": "succeeded" if i else "running",
+            "prediction_id": f"pred-{i}",
+            "seed": 2**40 + i,
+            "created_at": T0 + timedelta(seconds=i),
+            "started_at": T0,
+            "finished_at": T0 + timedelta(minutes=1) if i else None,
+            "updated_at": T0,
+            "predict_time": 1.5,
+            "interaction_id": 2**62 + i,
+            "message_id": 7,
+            "channel_message_id": 8,
+            "result_message_id": 9,
+            "source": "discord",
+            "owner": "shard-0" if i else None,
+        }
+        for i in range(3)
+    ]
+    db = await open_database(normalize_database_url(db_url))
+    try:
+        assert await migrate(db, target=3) == 3
+        async with db.tx(write=True) as conn:
+            await conn.execute(sa.insert(v3), old_rows)
+    finally:
+        await db.close()
+
+    s = await open_store(db_url)
+    try:
+        assert s.schema_version == LATEST_SCHEMA_VERSION == 4
+        assert await reflected_schema(s) == derived_schema()
+        for row in old_rows:
+            got = await s.get_generation(row["id"])
+            assert got is not None
+            kept = {k: v for k, v in row.items() if k not in ("message_id", "channel_message_id")}
+            assert {k: getattr(got, k) for k in kept} == kept
+        assert [g.id for g in await s.unfinished_generations(owner="shard-1")] == ["g0"]
+        assert await s.get_generation_by_prediction_id("pred-2") is not None
+        new = await s.create_generation(new_gen())
+        assert await s.update_generation(new.id, status="running", result_message_id=1)
+    finally:
+        await s.close()
+
+
+def test_migration_steps_compile_for_postgresql() -> None:
+    """Every step's DDL, as PostgreSQL would receive it (no server needed)."""
+    statements: list[str] = []
+
+    def record(sql: sa.schema.ExecutableDDLElement, *_: object, **__: object) -> None:
+        statements.append(" ".join(str(sql.compile(dialect=engine.dialect)).split()))
+
+    engine = sa.create_mock_engine("postgresql+asyncpg://", record)
+    for step in MIGRATIONS:
+        step.apply(engine)  # type: ignore[arg-type]
+    assert statements[0].startswith("CREATE TABLE meta (")
+    assert "CREATE INDEX ix_generations_created_at ON generations (created_at)" in statements
+    assert "ALTER TABLE generations ADD COLUMN owner VARCHAR(64)" in statements
+    assert statements[-2:] == [
+        "ALTER TABLE generations DROP COLUMN message_id",
+        "ALTER TABLE generations DROP COLUMN channel_message_id",
+    ]
+    assert any("TIMESTAMP WITH TIME ZONE" in s for s in statements)
+
+
+def test_a_dropped_column_must_not_be_indexed() -> None:
+    steps = migrations.Evolution(schema_at(LATEST_SCHEMA_VERSION), None)
+    with pytest.raises(ValueError, match="indexed"):
+        steps.drop_columns("generations", "status")
+
+
+async def test_every_query_compiles_for_postgresql() -> None:
+    """The PostgreSQL form of every store method's statements (no server needed)."""
+    db = PostgresCompiler()
+    store = Store(db)
+    gap = timedelta(seconds=5)
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "ping": store.ping,
+        "get_meta": lambda: store.get_meta("k"),
+        "set_meta": lambda: store.set_meta("k", "v"),
+        "create_generation": lambda: store.create_generation(new_gen(owner="i")),
+        "get_generation": lambda: store.get_generation("g"),
+        "get_generation_by_prediction_id": lambda: store.get_generation_by_prediction_id("p"),
+        "update_generation": lambda: store.update_generation("g", status="running"),
+        "set_generation": lambda: store.set_generation("g", status="failed", finished_at=T0),
+        "count_generations_by_user": lambda: store.count_generations_by_user(T0),
+        "unfinished_generations": lambda: store.unfinished_generations(owner="i"),
+        "create_training": lambda: store.create_training(new_training(params={"a": 1})),
+        "get_training": lambda: store.get_training("t"),
+        "get_training_by_replicate_id": lambda: store.get_training_by_replicate_id("r"),
+        "update_training": lambda: store.update_training("t", step=3),
+        "unfinished_trainings": store.unfinished_trainings,
+        "claim_notification": lambda: store.claim_notification("t", T0),
+        "claim_status_edit": lambda: store.claim_status_edit("t", T0, gap),
+        "claim_poll": lambda: store.claim_poll("t", T0, gap),
+        "count_trainings_since": lambda: store.count_trainings_since("discord:1", T0),
+        "count_active_trainings": lambda: store.count_active_trainings(None),
+        "recent_trainings": lambda: store.recent_trainings(guild_id=1, user_id=2),
+        "upsert_model": lambda: store.upsert_model(
+            "o", "n", guild_id=1, creator_key="k", trigger_word="T", latest_version=None
+        ),
+        "get_model": lambda: store.get_model("o", "n"),
+        "models_for_guild": lambda: store.models_for_guild(1, "a_"),
+        "record_webhook": lambda: store.record_webhook("w", T0),
+        "prune_webhooks": lambda: store.prune_webhooks(T0),
+    }
+    public = {
+        name
+        for name, _ in inspect.getmembers(Store, inspect.iscoroutinefunction)
+        if not name.startswith("_")
+    }
+    assert set(calls) == public - {"close"}, "a store method is missing here"
+    try:
+        for call in calls.values():
+            await call()
+    finally:
+        await store.close()
+    sql = "\n".join(db.sql)
+    assert "ON CONFLICT (key) DO UPDATE SET value = excluded.value" in sql
+    assert (
+        "ON CONFLICT (owner, name) DO UPDATE SET trigger_word = excluded.trigger_word, "
+        "latest_version = coalesce(excluded.latest_version, trained_models.latest_version)"
+    ) in sql
+    assert "ON CONFLICT (webhook_id) DO NOTHING" in sql
+    assert "RETURNING generations.id" in sql and "RETURNING trainings.id" in sql
+    assert "ESCAPE '\\'" in sql
+    assert "$1" in sql  # asyncpg's parameter style
+    assert "UPDATE generations SET status=$1::VARCHAR, updated_at=$2" in sql
+    assert "trainings.status IN ($1::VARCHAR, $2::VARCHAR)" in sql
 
 
 async def test_sqlite_pragmas(sqlite_store: Store, tmp_path: Path) -> None:
@@ -316,7 +506,7 @@ async def test_update_generation(store: Store) -> None:
     g = await store.create_generation(new_gen())
     started = datetime(2025, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
     assert await store.update_generation(
-        g.id, status="running", started_at=started, prediction_id="p1", message_id=7
+        g.id, status="running", started_at=started, prediction_id="p1"
     )
     finished = T0 + timedelta(seconds=5)
     assert await store.update_generation(
@@ -325,7 +515,6 @@ async def test_update_generation(store: Store) -> None:
         finished_at=finished,
         seed=2**40,
         predict_time=1.25,
-        channel_message_id=8,
         result_message_id=9,
         error=None,
     )
@@ -335,7 +524,7 @@ async def test_update_generation(store: Store) -> None:
     assert got.started_at == T0 and got.started_at.tzinfo is UTC  # converted to UTC
     assert got.finished_at == finished
     assert (got.seed, got.predict_time, got.prediction_id) == (2**40, 1.25, "p1")
-    assert (got.message_id, got.channel_message_id, got.result_message_id) == (7, 8, 9)
+    assert got.result_message_id == 9
     assert got.updated_at >= g.updated_at
     assert await store.get_generation_by_prediction_id("p1") == got
     assert await store.get_generation_by_prediction_id("p2") is None

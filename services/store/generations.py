@@ -53,7 +53,6 @@ class GenerationQueries(Queries):
             "created_at": g.created_at or now,
             "updated_at": now,
             "interaction_id": g.interaction_id,
-            "message_id": g.message_id,
             "source": g.source,
             "owner": g.owner,
         }

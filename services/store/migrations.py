@@ -32,6 +32,8 @@ NAMING: Final = {
 }
 #: Key of the PostgreSQL advisory lock taken while migrating (any constant 64-bit integer).
 _PG_MIGRATION_LOCK_KEY: Final = 0x52455049_4D494752
+#: The first SQLite version with ``ALTER TABLE … DROP COLUMN``.
+SQLITE_DROP_COLUMN: Final = (3, 35, 0)
 
 MIGRATIONS_TABLE: Final = sa.Table(
     "schema_migrations",
@@ -68,6 +70,42 @@ class Evolution:
         if self._conn is not None:
             ddl = sa.schema.CreateColumn(column).compile(dialect=self._conn.dialect)
             self._ddl(f"ALTER TABLE {self._quote(t.name)} ADD COLUMN {ddl}")
+
+    def drop_columns(self, table: str, *names: str) -> None:
+        """Columns that go; none may be part of an index or a constraint."""
+        t = self.metadata.tables[table]
+        for name in names:
+            column = t.c[name]
+            constrained = [*t.indexes, *t.constraints]
+            if any(c.columns.contains_column(column) for c in constrained):
+                raise ValueError(f"{table}.{name} is indexed or constrained; drop that first")
+            # A Table has no public way to forget a column; the schema test compares the
+            # result with the database.
+            t._columns.remove(column)
+        if self._conn is None:
+            return
+        dialect = self._conn.dialect
+        if dialect.name == "sqlite" and (dialect.server_version_info or ()) < SQLITE_DROP_COLUMN:
+            self._rebuild_sqlite_table(t)
+            return
+        for name in names:
+            self._ddl(f"ALTER TABLE {self._quote(t.name)} DROP COLUMN {self._quote(name)}")
+
+    def _rebuild_sqlite_table(self, table: sa.Table) -> None:
+        """Give a table the shape ``table`` describes by copying its rows into a new one.
+
+        For SQLite versions without DROP COLUMN. Assumes no view, trigger or foreign key
+        refers to the table (none does in this schema)."""
+        assert self._conn is not None
+        old = f"_old_{table.name}"
+        for index in table.indexes:
+            self._conn.execute(sa.schema.DropIndex(index))
+        self._ddl(f"ALTER TABLE {self._quote(table.name)} RENAME TO {self._quote(old)}")
+        table.create(self._conn, checkfirst=False)
+        names = [c.name for c in table.columns]
+        rows = sa.select(*(sa.column(n) for n in names)).select_from(sa.table(old))
+        self._conn.execute(sa.insert(table).from_select(names, rows))
+        self._ddl(f"DROP TABLE {self._quote(old)}")
 
     def _ddl(self, statement: str) -> None:
         assert self._conn is not None
@@ -183,6 +221,12 @@ def _generation_owner(s: Evolution) -> None:
     s.add_column("generations", sa.Column("owner", sa.String(64), nullable=True))
 
 
+def _drop_message_columns(s: Evolution) -> None:
+    """Nothing ever wrote them: progress is shown in the interaction's own response, and
+    a result posted to the channel is recorded in ``result_message_id``."""
+    s.drop_columns("generations", "message_id", "channel_message_id")
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -199,6 +243,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "index generations by creation time", _generations_by_day),
     Migration(3, "generations remember their instance", _generation_owner),
+    Migration(4, "generations drop the message columns never written", _drop_message_columns),
 )
 LATEST_SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
@@ -216,8 +261,9 @@ def schema_at(version: int) -> sa.MetaData:
 # The runner
 
 
-async def migrate(db: Database) -> int:
-    """Apply pending steps, each in its own transaction; returns the database's version.
+async def migrate(db: Database, *, target: int = LATEST_SCHEMA_VERSION) -> int:
+    """Apply pending steps up to ``target``, each in its own transaction; returns the
+    database's version.
 
     Safe when several processes open the same database at once: each step is re-checked
     under a lock (SQLite's write lock, PostgreSQL's advisory lock) before it runs.
@@ -228,7 +274,7 @@ async def migrate(db: Database) -> int:
     async with db.tx() as conn:
         applied = set((await conn.scalars(sa.select(MIGRATIONS_TABLE.c.version))).all())
 
-    for step in MIGRATIONS:
+    for step in MIGRATIONS[:target]:
         if step.version in applied:
             continue
         async with db.tx(write=True) as conn:

@@ -29,7 +29,6 @@ class NewGeneration:
     guild_id: int | None = None
     channel_id: int | None = None
     interaction_id: int | None = None
-    message_id: int | None = None
     source: Source = "discord"
     status: GenerationStatus = "queued"
     id: str | None = None
@@ -58,9 +57,6 @@ class Generation:
     updated_at: datetime
     predict_time: float | None
     interaction_id: int | None
-    #: Progress message.
-    message_id: int | None
-    channel_message_id: int | None
     result_message_id: int | None
     source: Source
     owner: str | None = None
