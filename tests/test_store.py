@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -36,7 +37,7 @@ from services.store import (
 )
 from services.store.engine import is_shielded, open_database
 from services.store.migrations import MIGRATIONS_TABLE, migrate, schema_at
-from services.store.schema import METADATA
+from services.store.schema import METADATA, webhooks_table
 from tests.helpers.store import PostgresCompiler, recent_generations
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -859,10 +860,27 @@ async def test_record_webhook_idempotent(store: Store) -> None:
 
 async def test_prune_webhooks(store: Store) -> None:
     await store.record_webhook("old", T0 - timedelta(days=2))
+    await store.record_webhook("edge", T0 - timedelta(days=1))
     await store.record_webhook("new", T0)
     assert await store.prune_webhooks(T0 - timedelta(days=1)) == 1
+    assert await store.prune_webhooks(T0 - timedelta(days=1)) == 0
     assert await store.record_webhook("old", T0)  # forgotten, so accepted again
+    assert not await store.record_webhook("edge", T0)  # received exactly at the bound: kept
     assert not await store.record_webhook("new", T0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.prune_webhooks(datetime(2025, 1, 1))
+
+
+async def test_prune_webhooks_finds_old_ids_through_an_index(sqlite_store: Store) -> None:
+    """Pruning runs periodically in the bot: it must not scan every id ever received."""
+    t = webhooks_table
+    stmt = sa.delete(t).where(t.c.received_at < T0).compile(dialect=sqlite_dialect.dialect())
+    async with sqlite_store.db.engine.connect() as conn:
+        plan = await conn.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {stmt}", ("2025-01-01 12:00:00.000000",)
+        )
+        details = " ".join(str(row[-1]) for row in plan)
+    assert "SEARCH webhook_events USING INDEX ix_webhook_events_received_at" in details, details
 
 
 async def test_concurrent_writes_share_transactions_and_failures_stay_apart(
