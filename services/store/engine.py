@@ -147,6 +147,17 @@ class Database:
                 _settle(future, result, error=error)
 
 
+def _settle(
+    future: asyncio.Future[Any], result: Any = None, *, error: Exception | None = None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class _HasDatabase(Protocol):
     _db: Database
 
@@ -171,17 +182,6 @@ def shielded(
 
 def is_shielded(method: object) -> bool:
     return getattr(method, _SHIELDED, False) is True
-
-
-def _settle(
-    future: asyncio.Future[Any], result: Any = None, *, error: Exception | None = None
-) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 async def open_database(url: URL) -> Database:
