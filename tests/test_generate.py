@@ -13,6 +13,7 @@ from tests.emulators.discord import DiscordEmulator, Message, Perm
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness
 from tests.helpers.ports import free_port
+from tests.helpers.store import recent_generations
 
 NSFW_FLUX = (
     "All generated images contained NSFW content. Try running it again with a different prompt."
@@ -56,7 +57,7 @@ async def test_images_arrive_as_attachments_that_decode(
     assert {cid.split(":")[1] for cid in button_ids(message)} == {"reroll", "details", "delete"}
     assert replicate_emu.last_prediction_input["num_outputs"] == 4
     assert replicate_emu.last_prediction_input["prompt"] == "a red fox"
-    generation = (await running.services.store.recent_generations(limit=1))[0]
+    generation = (await recent_generations(running.services.store, limit=1))[0]
     assert generation.status == "succeeded"
     assert generation.prediction_id == replicate_emu.last_prediction.id
     assert generation.predict_time is not None
@@ -140,7 +141,7 @@ async def test_nsfw_refusal_is_explained(
     message = await handle.wait_original(lambda m: m.content.startswith("❌"), timeout=10)
     assert "NSFW" in message.content or "safety" in message.content.lower()
     assert not message.attachments
-    generation = (await running.services.store.recent_generations(limit=1))[0]
+    generation = (await recent_generations(running.services.store, limit=1))[0]
     assert generation.status == "failed"
 
 
@@ -269,7 +270,7 @@ async def test_cancel_while_queued(
     await replicate_emu.complete_prediction(prediction.id)
     await first.wait_original(has_images(1), timeout=10)
     assert replicate_emu.counts["predictions_created"] == 1
-    statuses = {g.prompt: g.status for g in await harness.services.store.recent_generations()}
+    statuses = {g.prompt: g.status for g in await recent_generations(harness.services.store)}
     assert statuses == {"a": "succeeded", "b": "canceled"}
 
 
@@ -284,7 +285,7 @@ async def test_cancel_while_running_cancels_on_replicate(
     await press.first_response()
     await handle.wait_original(lambda m: "Canceled" in m.content, timeout=5)
     assert replicate_emu.last_prediction.status == "canceled"
-    generation = (await running.services.store.recent_generations(limit=1))[0]
+    generation = (await recent_generations(running.services.store, limit=1))[0]
     assert generation.status == "canceled"
 
 
