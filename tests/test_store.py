@@ -1,20 +1,17 @@
 """Tests of services.store: one fresh SQLite file per test, no sleeps.
 
-Set STORE_TEST_POSTGRES_URL (e.g. ``postgresql://postgres@localhost/postgres``, a role that may
-create databases) to run the backend-neutral tests against PostgreSQL as well; each such test
-gets a database of its own, which is dropped afterwards.
+With TEST_POSTGRES_URL set (``scripts/with-postgres`` sets it), the backend-neutral tests run
+against PostgreSQL as well; each such test gets a database of its own, dropped afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import sqlite3
 import string
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +20,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.store import (
     LATEST_SCHEMA_VERSION,
@@ -36,37 +32,25 @@ from services.store import (
     open_store,
 )
 from services.store.engine import is_shielded, open_database
+from services.store.jobs import AdmitRequest, GenerationLimits
 from services.store.migrations import MIGRATIONS_TABLE, migrate, schema_at
 from services.store.schema import METADATA, webhooks_table
+from tests.helpers.databases import BACKENDS, fresh_database
 from tests.helpers.store import PostgresCompiler, recent_generations
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 URLSAFE = set(string.ascii_letters + string.digits + "-_")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PG_URL = os.environ.get("STORE_TEST_POSTGRES_URL")
 
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"  # tmp_path is absolute, so this gives sqlite:////…
 
 
-@pytest.fixture(params=["sqlite", "postgresql"] if PG_URL else ["sqlite"])
+@pytest.fixture(params=BACKENDS)
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "bot.sqlite3")
-        return
-    assert PG_URL is not None
-    admin_url = normalize_database_url(PG_URL)
-    name = f"store_test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-        async with admin.connect() as conn:
-            await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.dispose()
+    async with fresh_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -183,7 +167,8 @@ async def test_database_schema_is_the_derived_one(store: Store) -> None:
     """What the migration steps create is what the queries are written against."""
     assert await reflected_schema(store) == derived_schema()
     generations = derived_schema()["generations"][0]
-    assert "owner" in generations and "message_id" not in generations
+    assert "lease_owner" in generations
+    assert not {"owner", "message_id", "channel_message_id"} & set(generations)
 
 
 @pytest.mark.parametrize("drop_column", [True, False], ids=["alter-table", "sqlite-rebuild"])
@@ -234,14 +219,16 @@ async def test_upgrade_from_version_3_keeps_rows(
 
     s = await open_store(db_url)
     try:
-        assert s.schema_version == LATEST_SCHEMA_VERSION == 4
+        assert s.schema_version == LATEST_SCHEMA_VERSION == 5
         assert await reflected_schema(s) == derived_schema()
         for row in old_rows:
             got = await s.get_generation(row["id"])
             assert got is not None
-            kept = {k: v for k, v in row.items() if k not in ("message_id", "channel_message_id")}
+            gone = ("message_id", "channel_message_id", "owner")
+            kept = {k: v for k, v in row.items() if k not in gone}
             assert {k: getattr(got, k) for k in kept} == kept
-        assert [g.id for g in await s.unfinished_generations(owner="shard-1")] == ["g0"]
+            assert got.lease_owner is None and got.lease_expires_at is None
+        assert [g.id for g in await s.unfinished_generations()] == ["g0"]
         assert await s.get_generation_by_prediction_id("pred-2") is not None
         new = await s.create_generation(new_gen())
         assert await s.update_generation(new.id, status="running", result_message_id=1)
@@ -262,10 +249,10 @@ def test_migration_steps_compile_for_postgresql() -> None:
     assert statements[0].startswith("CREATE TABLE meta (")
     assert "CREATE INDEX ix_generations_created_at ON generations (created_at)" in statements
     assert "ALTER TABLE generations ADD COLUMN owner VARCHAR(64)" in statements
-    assert statements[-2:] == [
-        "ALTER TABLE generations DROP COLUMN message_id",
-        "ALTER TABLE generations DROP COLUMN channel_message_id",
-    ]
+    assert "ALTER TABLE generations DROP COLUMN message_id" in statements
+    assert "ALTER TABLE generations DROP COLUMN channel_message_id" in statements
+    assert "ALTER TABLE generations DROP COLUMN owner" in statements
+    assert "CREATE INDEX ix_generations_status_seq ON generations (status, seq)" in statements
     assert any("TIMESTAMP WITH TIME ZONE" in s for s in statements)
 
 
@@ -284,13 +271,29 @@ async def test_every_query_compiles_for_postgresql() -> None:
         "ping": store.ping,
         "get_meta": lambda: store.get_meta("k"),
         "set_meta": lambda: store.set_meta("k", "v"),
-        "create_generation": lambda: store.create_generation(new_gen(owner="i")),
+        "create_generation": lambda: store.create_generation(new_gen()),
         "get_generation": lambda: store.get_generation("g"),
         "get_generation_by_prediction_id": lambda: store.get_generation_by_prediction_id("p"),
         "update_generation": lambda: store.update_generation("g", status="running"),
         "set_generation": lambda: store.set_generation("g", status="failed", finished_at=T0),
         "count_generations_by_user": lambda: store.count_generations_by_user(T0),
-        "unfinished_generations": lambda: store.unfinished_generations(owner="i"),
+        "unfinished_generations": store.unfinished_generations,
+        "admit_generations": lambda: store.admit_generations(
+            [AdmitRequest(new_gen(), GenerationLimits(cooldown=5, per_day=3), "p", T0, T0 + gap)]
+        ),
+        "claim_starts": lambda: store.claim_starts("p", 4, T0, T0 + gap),
+        "queue_order": store.queue_order,
+        "cancel_generation": lambda: store.cancel_generation("g", T0, "Canceled."),
+        "finish_generation": lambda: store.finish_generation("g", "failed", finished_at=T0),
+        "renew_leases": lambda: store.renew_leases("p", T0),
+        "release_leases": lambda: store.release_leases("p", T0, ["g"]),
+        "expire_leases_of": lambda: store.expire_leases_of(["p"], T0),
+        "take_over_generations": lambda: store.take_over_generations("p", T0, T0 + gap),
+        "register_process": lambda: store.register_process("p", "h", 1, "bot", T0),
+        "heartbeat_process": lambda: store.heartbeat_process("p", T0),
+        "processes_on_host": lambda: store.processes_on_host("h"),
+        "forget_processes": lambda: store.forget_processes(["p"]),
+        "forget_silent_processes": lambda: store.forget_silent_processes(T0),
         "create_training": lambda: store.create_training(new_training(params={"a": 1})),
         "get_training": lambda: store.get_training("t"),
         "get_training_by_replicate_id": lambda: store.get_training_by_replicate_id("r"),
@@ -333,6 +336,8 @@ async def test_every_query_compiles_for_postgresql() -> None:
     assert "$1" in sql  # asyncpg's parameter style
     assert "UPDATE generations SET status=$1::VARCHAR, updated_at=$2" in sql
     assert "trainings.status IN ($1::VARCHAR, $2::VARCHAR)" in sql
+    assert "pg_advisory_xact_lock" in sql
+    assert "FOR UPDATE SKIP LOCKED" in sql
 
 
 async def test_sqlite_pragmas(sqlite_store: Store, tmp_path: Path) -> None:
@@ -577,18 +582,6 @@ async def test_unfinished_generations(store: Store) -> None:
         ids[status] = g.id
     unfinished = await store.unfinished_generations()
     assert [g.id for g in unfinished] == [ids["queued"], ids["running"]]
-
-
-async def test_unfinished_generations_of_one_instance(store: Store) -> None:
-    """Each process recovers its own jobs (and those from before owners were kept)."""
-    mine = await store.create_generation(new_gen(owner="shard-0", created_at=T0))
-    theirs = await store.create_generation(new_gen(owner="shard-1", created_at=T0))
-    legacy = await store.create_generation(new_gen(created_at=T0 + timedelta(seconds=1)))
-    assert mine.owner == "shard-0" and legacy.owner is None
-    ids = [g.id for g in await store.unfinished_generations(owner="shard-0")]
-    assert sorted(ids) == sorted([mine.id, legacy.id])
-    assert theirs.id in [g.id for g in await store.unfinished_generations(owner="shard-1")]
-    assert len(await store.unfinished_generations()) == 3
 
 
 async def test_recent_generations_helper(store: Store) -> None:

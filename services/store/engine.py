@@ -112,6 +112,8 @@ class Database:
         failure never takes the others with it."""
         if self.group_writer is None:
             async with self.tx(write=True) as conn:
+                if op.result == "call":
+                    return await conn.run_sync(op.stmt)
                 return op.extract(await conn.execute(op.stmt, op.params))
         if self.closed:
             raise RuntimeError("store is closed")
@@ -120,6 +122,16 @@ class Database:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_groups(), name="store-writer")
         return await future
+
+    async def transact(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn`` on a connection inside one write transaction and return its result.
+
+        ``fn`` is synchronous code over a SQLAlchemy connection (on PostgreSQL it runs on
+        the event loop through ``run_sync``; on a SQLite file in the writer thread, grouped
+        with other writes). Everything it reads and writes is one atomic step: this is how
+        a limit is checked and the row that uses it up is written together."""
+        result: T = await self.write(WriteOp(fn, None, "call"))
+        return result
 
     async def _write_groups(self) -> None:
         assert self.group_writer is not None and self._write_lock is not None

@@ -7,18 +7,29 @@ import logging
 import sqlalchemy as sa
 
 from services.store.engine import Database, open_database, shielded
+from services.store.events import PostgresEvents, StoreEvents
 from services.store.generations import GenerationQueries
+from services.store.jobs import JobQueries
 from services.store.meta import MetaQueries
 from services.store.migrations import migrate
 from services.store.models import ModelQueries
+from services.store.processes import ProcessQueries
 from services.store.trainings import TrainingQueries
-from services.store.url import normalize_database_url
+from services.store.url import asyncpg_dsn, normalize_database_url
 from services.store.webhooks import WebhookQueries
 
 log = logging.getLogger(__name__)
 
 
-class Store(MetaQueries, GenerationQueries, TrainingQueries, ModelQueries, WebhookQueries):
+class Store(
+    MetaQueries,
+    GenerationQueries,
+    JobQueries,
+    TrainingQueries,
+    ModelQueries,
+    WebhookQueries,
+    ProcessQueries,
+):
     """Async access to the database. Create with :func:`open_store`; safe for many coroutines.
 
     Every public coroutine method is ``@shielded``: once called it runs to the end even if
@@ -27,9 +38,16 @@ class Store(MetaQueries, GenerationQueries, TrainingQueries, ModelQueries, Webho
 
     schema_version: int
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, events: StoreEvents | None = None) -> None:
         self._db = db
+        #: Change notices shared by every process using this store.
+        self.events = events or StoreEvents()
         self.schema_version = 0
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._db.dialect
 
     @property
     def db(self) -> Database:
@@ -38,6 +56,7 @@ class Store(MetaQueries, GenerationQueries, TrainingQueries, ModelQueries, Webho
 
     async def close(self) -> None:
         """Let calls in flight finish (they are shielded from cancellation), then close."""
+        await self.events.close()
         await self._db.close()
 
     @shielded
@@ -59,9 +78,12 @@ async def open_store(database_url: str) -> Store:
     Raises ``ValueError`` for a malformed or unsupported DATABASE_URL.
     """
     url = normalize_database_url(database_url)
-    store = Store(await open_database(url))
+    db = await open_database(url)
+    events = PostgresEvents(asyncpg_dsn(url)) if db.dialect == "postgresql" else StoreEvents()
+    store = Store(db, events)
     try:
         store.schema_version = await migrate(store.db)
+        await events.start()
     except BaseException:
         await store.close()
         raise

@@ -54,7 +54,6 @@ class GenerationQueries(Queries):
             "updated_at": now,
             "interaction_id": g.interaction_id,
             "source": g.source,
-            "owner": g.owner,
         }
         return to_generation(await self._insert_with_id(_gen_t, values, g.id))
 
@@ -102,12 +101,9 @@ class GenerationQueries(Queries):
             return {key: int(n) for key, n in await conn.execute(query)}
 
     @shielded
-    async def unfinished_generations(self, *, owner: str | None = None) -> list[Generation]:
-        """Queued or running generations, oldest first (restart recovery); with ``owner``,
-        only that instance's (and those recorded before owners were, which have none)."""
+    async def unfinished_generations(self) -> list[Generation]:
+        """Queued or running generations, oldest first."""
         query = sa.select(_gen_t).where(_gen_t.c.status.in_(ACTIVE_GENERATION_STATUSES))
-        if owner is not None:
-            query = query.where(sa.or_(_gen_t.c.owner == owner, _gen_t.c.owner.is_(None)))
         async with self._db.tx() as conn:
             rows = await conn.execute(query.order_by(_gen_t.c.created_at, _gen_t.c.id))
             return [to_generation(r) for r in rows]

@@ -227,6 +227,36 @@ def _drop_message_columns(s: Evolution) -> None:
     s.drop_columns("generations", "message_id", "channel_message_id")
 
 
+def _shared_jobs(s: Evolution) -> None:
+    """Admission, the queue and job ownership live in the store, for any number of processes.
+
+    ``seq`` orders the queue (given under the admission lock); a job belongs to the process
+    in ``lease_owner`` until ``lease_expires_at``, which that process keeps renewing, so a
+    dead process's jobs are taken over by another once its leases expire; a Cancel of a
+    running job is recorded in ``cancel_requested_at`` for the process that runs it. The
+    instance name (``owner``) is retired. ``processes`` lists live processes, so a
+    restarted process can tell at once that a lease holder on its own machine is gone."""
+    s.add_column("generations", sa.Column("seq", sa.BigInteger, nullable=True))
+    s.add_column("generations", sa.Column("lease_owner", sa.String(64), nullable=True))
+    s.add_column("generations", sa.Column("lease_expires_at", UTCDateTime, nullable=True))
+    s.add_column("generations", sa.Column("cancel_requested_at", UTCDateTime, nullable=True))
+    s.drop_columns("generations", "owner")
+    s.add_index("generations", "status", "seq")
+    s.add_index("generations", "lease_owner")
+    s.add_column("trainings", sa.Column("lease_owner", sa.String(64), nullable=True))
+    s.add_column("trainings", sa.Column("lease_expires_at", UTCDateTime, nullable=True))
+    s.create_table(
+        "processes",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("host_key", sa.String(64), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("role", sa.String(32), nullable=False),
+        sa.Column("started_at", UTCDateTime, nullable=False),
+        sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+        sa.Index(None, "host_key"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -244,6 +274,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "index generations by creation time", _generations_by_day),
     Migration(3, "generations remember their instance", _generation_owner),
     Migration(4, "generations drop the message columns never written", _drop_message_columns),
+    Migration(5, "admission, queue and leases of jobs shared by every process", _shared_jobs),
 )
 LATEST_SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

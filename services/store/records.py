@@ -33,8 +33,6 @@ class NewGeneration:
     status: GenerationStatus = "queued"
     id: str | None = None
     created_at: datetime | None = None
-    #: The process (``INSTANCE_ID``) that runs it; only that instance recovers it.
-    owner: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,7 +57,12 @@ class Generation:
     interaction_id: int | None
     result_message_id: int | None
     source: Source
-    owner: str | None = None
+    #: Queue order (admission order across every process).
+    seq: int | None = None
+    #: The process that runs the job, for as long as it renews the lease.
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,6 +123,9 @@ class Training:
     last_polled_at: datetime | None
     last_status_edit_at: datetime | None
     source: Source
+    #: The process starting it (upload, create), until Replicate's id is known.
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
 
     @property
     def model_ref(self) -> str:

@@ -52,3 +52,12 @@ def prepare_sqlite_path(url: URL) -> None:
     if is_memory_sqlite(url) or db.startswith("file:"):
         return
     Path(db).parent.mkdir(parents=True, exist_ok=True)
+
+
+def asyncpg_dsn(url: URL) -> str:
+    """The libpq-style address asyncpg connects to, for a normalised PostgreSQL URL."""
+    query = dict(url.query)
+    if "ssl" in query:
+        query.setdefault("sslmode", query.pop("ssl"))
+    plain = url.set(drivername="postgresql", query=query)
+    return plain.render_as_string(hide_password=False)

@@ -14,11 +14,18 @@ from services.store.sqlite import BEGIN_OPTION, install_sqlite_hooks
 
 @dataclass(frozen=True, slots=True)
 class WriteOp:
-    """One write statement, its parameters, and what the caller wants back."""
+    """One write statement, its parameters, and what the caller wants back; or, with
+    ``result="call"``, a function of the connection that runs several statements (its
+    return value is the result)."""
 
     stmt: Any
     params: dict[str, Any] | None
-    result: Literal["rowcount", "first", "one"]
+    result: Literal["rowcount", "first", "one", "call"]
+
+    def run(self, conn: sa.Connection) -> Any:
+        if self.result == "call":
+            return self.stmt(conn)
+        return self.extract(conn.execute(self.stmt, self.params))
 
     def extract(self, result: sa.CursorResult[Any]) -> Any:
         if self.result == "rowcount":
@@ -52,7 +59,7 @@ class GroupWriter:
         in a transaction of its own."""
         try:
             with self._engine.begin() as conn:
-                return [(op.extract(conn.execute(op.stmt, op.params)), None) for op in ops]
+                return [(op.run(conn), None) for op in ops]
         except Exception as exc:
             if len(ops) == 1:
                 return [(None, exc)]
@@ -60,7 +67,7 @@ class GroupWriter:
         for op in ops:
             try:
                 with self._engine.begin() as conn:
-                    outcomes.append((op.extract(conn.execute(op.stmt, op.params)), None))
+                    outcomes.append((op.run(conn), None))
             except Exception as exc:
                 outcomes.append((None, exc))
         return outcomes

@@ -64,6 +64,8 @@ class PostgresCompiler(Database):
         yield _CompilingConnection(self)
 
     async def write(self, op: WriteOp) -> Any:
+        if op.result == "call":
+            return op.stmt(_SyncCompilingConnection(self))
         self.compile(op.stmt, op.params)
         if op.result == "rowcount":
             return False
@@ -84,12 +86,45 @@ class _CompilingConnection:
     async def scalar(self, stmt: Any, params: dict[str, Any] | None = None) -> None:
         self._db.compile(stmt, params)
 
+    async def scalars(self, stmt: Any, params: dict[str, Any] | None = None) -> _NoRows:
+        self._db.compile(stmt, params)
+        return _NoRows()
+
+
+class _SyncCompilingConnection:
+    """What a function given to ``Database.transact`` sees: statements are compiled;
+    aggregates answer zeros, everything else finds nothing."""
+
+    def __init__(self, db: PostgresCompiler) -> None:
+        self._db = db
+        self.dialect = db.engine.dialect
+
+    def execute(self, stmt: Any, params: Any = None) -> _NoRows:
+        self._db.compile(stmt, params if isinstance(params, dict) else None)
+        return _NoRows(len(getattr(stmt, "selected_columns", ())))
+
+    def scalar(self, stmt: Any, params: Any = None) -> None:
+        self._db.compile(stmt, params)
+
+    def scalars(self, stmt: Any, params: Any = None) -> Iterator[Any]:
+        self._db.compile(stmt, params)
+        return iter(())
+
 
 class _NoRows:
     rowcount = 0
 
+    def __init__(self, width: int = 0) -> None:
+        self._width = width
+
     def first(self) -> None:
         return None
+
+    def one(self) -> tuple[Any, ...]:
+        return (0,) * self._width
+
+    def all(self) -> list[Any]:
+        return []
 
     def __iter__(self) -> Iterator[Any]:
         return iter(())
