@@ -25,3 +25,25 @@ class MetaQueries(Queries):
         )
         async with self._db.tx(write=True) as conn:
             await conn.execute(stmt)
+
+    @shielded
+    async def swap_meta(self, key: str, value: str) -> tuple[bool, str | None]:
+        """Set ``key`` to ``value`` unless it already is; returns whether this call changed
+        it, and the value before. Of several processes doing this at once, exactly one
+        changes it."""
+
+        def swap(conn: sa.Connection) -> tuple[bool, str | None]:
+            old = conn.scalar(
+                sa.select(_meta_t.c.value).where(_meta_t.c.key == key).with_for_update()
+            )
+            if old == value:
+                return False, old
+            stmt = self._db.insert(_meta_t).values(key=key, value=value, updated_at=utc_now())
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[_meta_t.c.key],
+                set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+                where=_meta_t.c.value != stmt.excluded.value,
+            )
+            return conn.execute(stmt).rowcount > 0, old
+
+        return await self._db.transact(swap)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from services.store.base import Queries, checked_fields, new_nonce
+from services.store.base import Queries, checked_fields, new_id, new_nonce
 from services.store.columns import require_aware, utc_now
 from services.store.engine import shielded
+from services.store.jobs import Refusal, advisory_lock, day_start
 from services.store.records import (
     ACTIVE_TRAINING_STATUSES,
     SOURCES,
@@ -37,38 +38,160 @@ def to_training(row: sa.Row[Any]) -> Training:
     return Training(**data)
 
 
+#: Key of the PostgreSQL advisory lock that serialises training admission.
+TRAININGS_LOCK: Final = 0x5452_4E5F_41444D54
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingLimits:
+    #: Trainings a user may start per UTC day (0: unlimited).
+    per_day: int = 0
+    #: Trainings running at once in one server (or, for ``guild_id=None``, outside servers).
+    per_guild: int = 2
+
+
+def _counts_toward_quota() -> sa.ColumnElement[bool]:
+    """A training that failed before it reached Replicate cost nothing and does not count."""
+    return sa.not_(sa.and_(_train_t.c.status == "failed", _train_t.c.training_id.is_(None)))
+
+
+def _admit_training(
+    conn: sa.Connection,
+    t: NewTraining,
+    limits: TrainingLimits,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+) -> Training | Refusal:
+    advisory_lock(conn, TRAININGS_LOCK)
+    if limits.per_day:
+        used = conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(_train_t)
+            .where(
+                _train_t.c.user_key == t.user_key,
+                _train_t.c.created_at >= day_start(now),
+                _counts_toward_quota(),
+            )
+        )
+        if int(used or 0) >= limits.per_day:
+            reset = day_start(now) + timedelta(days=1)
+            return Refusal("quota", (reset - now).total_seconds(), limits.per_day)
+    scope = (
+        _train_t.c.guild_id.is_(None) if t.guild_id is None else _train_t.c.guild_id == t.guild_id
+    )
+    active = conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(_train_t)
+        .where(_train_t.c.status.in_(ACTIVE_TRAINING_STATUSES), scope)
+    )
+    if int(active or 0) >= limits.per_guild:
+        return Refusal("busy", 600.0, limits.per_guild)
+    values = _new_values(t, now) | {
+        "id": t.id or new_id(),
+        "lease_owner": owner,
+        "lease_expires_at": lease_until,
+    }
+    row = conn.execute(sa.insert(_train_t).values(**values).returning(*_train_t.c)).one()
+    return to_training(row)
+
+
+def _new_values(t: NewTraining, now: datetime) -> dict[str, Any]:
+    if t.status not in TRAINING_STATUSES:
+        raise ValueError(f"invalid training status {t.status!r}")
+    if t.source not in SOURCES:
+        raise ValueError(f"invalid source {t.source!r}")
+    require_aware(created_at=t.created_at)
+    nonce = t.notice_nonce or new_nonce()
+    if len(nonce) > 25:
+        raise ValueError("notice_nonce must be at most 25 characters (Discord nonce limit)")
+    return {
+        "training_id": t.training_id,
+        "user_key": t.user_key,
+        "user_id": t.user_id,
+        "guild_id": t.guild_id,
+        "channel_id": t.channel_id,
+        "model_owner": t.model_owner,
+        "model_name": t.model_name,
+        "trigger_word": t.trigger_word,
+        "steps": t.steps,
+        "params": dict(t.params),
+        "status": t.status,
+        "total_steps": t.total_steps if t.total_steps is not None else t.steps,
+        "status_message_id": t.status_message_id,
+        "created_at": t.created_at or now,
+        "updated_at": now,
+        "notice_nonce": nonce,
+        "source": t.source,
+    }
+
+
 class TrainingQueries(Queries):
     @shielded
     async def create_training(self, t: NewTraining) -> Training:
-        if t.status not in TRAINING_STATUSES:
-            raise ValueError(f"invalid training status {t.status!r}")
-        if t.source not in SOURCES:
-            raise ValueError(f"invalid source {t.source!r}")
-        require_aware(created_at=t.created_at)
-        nonce = t.notice_nonce or new_nonce()
-        if len(nonce) > 25:
-            raise ValueError("notice_nonce must be at most 25 characters (Discord nonce limit)")
-        now = utc_now()
-        values = {
-            "training_id": t.training_id,
-            "user_key": t.user_key,
-            "user_id": t.user_id,
-            "guild_id": t.guild_id,
-            "channel_id": t.channel_id,
-            "model_owner": t.model_owner,
-            "model_name": t.model_name,
-            "trigger_word": t.trigger_word,
-            "steps": t.steps,
-            "params": dict(t.params),
-            "status": t.status,
-            "total_steps": t.total_steps if t.total_steps is not None else t.steps,
-            "status_message_id": t.status_message_id,
-            "created_at": t.created_at or now,
-            "updated_at": now,
-            "notice_nonce": nonce,
-            "source": t.source,
-        }
+        values = _new_values(t, utc_now())
         return to_training(await self._insert_with_id(_train_t, values, t.id))
+
+    @shielded
+    async def admit_training(
+        self,
+        t: NewTraining,
+        limits: TrainingLimits,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+    ) -> Training | Refusal:
+        """Check the daily quota and the server's running trainings and record the
+        training (status ``starting``, leased to ``owner`` until Replicate's id is known),
+        as one atomic step."""
+        require_aware(now=now, lease_until=lease_until)
+        return await self._db.transact(
+            lambda conn: _admit_training(conn, t, limits, owner, now, lease_until)
+        )
+
+    @shielded
+    async def renew_training_leases(self, owner: str, until: datetime) -> int:
+        """Extend the leases ``owner`` holds on trainings it is still starting."""
+        require_aware(until=until)
+        stmt = (
+            sa.update(_train_t)
+            .where(
+                _train_t.c.lease_owner == owner,
+                _train_t.c.training_id.is_(None),
+                _train_t.c.status == "starting",
+            )
+            .values(lease_expires_at=until)
+        )
+        return int(await self._db.transact(lambda conn: conn.execute(stmt).rowcount))
+
+    @shielded
+    async def abandoned_trainings(self, now: datetime, error: str) -> list[Training]:
+        """Trainings whose process died while starting them (before Replicate's id was
+        recorded), each returned to one caller only: their lease is ended for good."""
+        require_aware(now=now)
+        cond = sa.and_(
+            _train_t.c.status == "starting",
+            _train_t.c.training_id.is_(None),
+            sa.or_(_train_t.c.lease_expires_at.is_(None), _train_t.c.lease_expires_at < now),
+        )
+
+        def take(conn: sa.Connection) -> list[Training]:
+            ids = list(
+                conn.scalars(sa.select(_train_t.c.id).where(cond).with_for_update(skip_locked=True))
+            )
+            if not ids:
+                return []
+            rows = conn.execute(
+                sa.update(_train_t)
+                .where(_train_t.c.id.in_(ids), cond)
+                .values(
+                    status="failed", error=error, completed_at=now, updated_at=now, lease_owner=None
+                )
+                .returning(*_train_t.c)
+            ).all()
+            return [to_training(r) for r in rows]
+
+        return await self._db.transact(take)
 
     @shielded
     async def get_training(self, local_id: str) -> Training | None:
@@ -153,7 +276,11 @@ class TrainingQueries(Queries):
             n = await conn.scalar(
                 sa.select(sa.func.count())
                 .select_from(_train_t)
-                .where(_train_t.c.user_key == user_key, _train_t.c.created_at >= since)
+                .where(
+                    _train_t.c.user_key == user_key,
+                    _train_t.c.created_at >= since,
+                    _counts_toward_quota(),
+                )
             )
         return int(n or 0)
 
