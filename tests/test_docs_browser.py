@@ -4,7 +4,8 @@ against ``python bot.py --http-only`` wired to the Replicate emulator.
 A person's visit: the page lists every route of the document, "Authorize" takes the API
 token, "Try it out" on ``/image/generate`` shows the returned image and on
 ``/image/train`` uploads a zip. Nothing the page loads comes from elsewhere than the bot,
-and its Content-Security-Policy blocks nothing it needs. Screenshots are kept in
+its Content-Security-Policy blocks nothing it needs, and a second visit is served from
+the browser's cache. Screenshots are kept in
 ``$TEST_ARTIFACTS_DIR`` (default ``tests/artifacts/``).
 
 Chromium and ChromeDriver are Debian's ``chromium`` and ``chromium-driver``; nothing is
@@ -118,6 +119,7 @@ class Visit:
     violations: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     screenshots: list[Path] = field(default_factory=list)
+    second_visit: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def documented_routes() -> set[tuple[str, str]]:
@@ -269,6 +271,19 @@ class DocsBrowser:
                 value,
             )
 
+    def revisit(self) -> dict[str, tuple[int, int]]:
+        """Open the page again: bytes transferred and body size of each file it loads."""
+        self.open()
+        sizes: dict[str, list[int]] = self.driver.execute_script(
+            "const files = {};"
+            "for (const e of performance.getEntriesByType('navigation')"
+            "    .concat(performance.getEntriesByType('resource'))) {"
+            "  files[new URL(e.name).pathname] = [e.transferSize, e.encodedBodySize];"
+            "}"
+            "return files;"
+        )
+        return {path: (int(sent), int(size)) for path, (sent, size) in sizes.items()}
+
     def leftovers(self, visit: Visit) -> None:
         visit.resources = list(
             self.driver.execute_script(
@@ -304,6 +319,7 @@ def visit_docs(base_url: str, work_dir: Path, zip_path: Path) -> Visit:
         status = block.find_element(By.CSS_SELECTOR, ".live-responses-table tr.response")
         visit.screenshots.append(browser.screenshot("docs-train.png", status))
         browser.leftovers(visit)
+        visit.second_visit = browser.revisit()
     except Exception:
         browser.screenshot("docs-failure.png")
         raise
@@ -343,3 +359,11 @@ async def test_a_person_reads_authorizes_and_tries_the_api_in_a_real_browser(
     assert any("/docs/swagger-ui-bundle.js" in url for url in visit.resources)
     assert not visit.violations, visit.violations
     assert not visit.errors, visit.errors
+
+    # Seen again, the page is revalidated (a 304: fewer bytes transferred than its body)
+    # and its assets come from the browser's cache (nothing transferred).
+    sent, size = visit.second_visit["/docs"]
+    assert 0 < sent < size, visit.second_visit
+    for asset in ("/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"):
+        sent, size = visit.second_visit[asset]
+        assert sent == 0 and size > 0, (asset, visit.second_visit)
