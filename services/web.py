@@ -56,6 +56,7 @@ from services.replicate_service import (
 from services.settings import ASPECT_RATIOS
 from services.store import Training
 from services.training import FINAL
+from services.web_docs import add_docs_routes
 from services.webhooks import WebhookVerificationError
 from services.zipcheck import ZipCheckError, ZipTooLarge, download_to_file
 
@@ -793,6 +794,7 @@ def create_web_app(
     app.router.add_post("/image/train", train)
     app.router.add_get("/image/train/{id}", get_training, allow_head=False)
     app.router.add_post("/image/train/{id}/cancel", cancel_training)
+    add_docs_routes(app, OPENAPI_PATH)
     return app
 
 
