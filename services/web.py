@@ -41,7 +41,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from services.app import Services
 from services.errors import LimitReached, PermissionRefused, UserFacingError
 from services.generation import MAX_PROMPT, MAX_SEED, JobState
-from services.replicate_service import (
+from services.replicate import (
     GenerationCanceled,
     InvalidInputError,
     InvalidModelError,
