@@ -35,6 +35,8 @@ from typing import Any, BinaryIO, cast
 
 from PIL import Image
 
+from services.sniff import sniff_archive, sniff_format
+
 __all__ = [
     "ZipCheckError",
     "ZipLimits",
@@ -44,6 +46,7 @@ __all__ = [
     "check_zip",
     "check_zip_async",
     "download_to_file",
+    "sniff_format",
 ]
 
 MB = 1024 * 1024
@@ -196,47 +199,7 @@ def _list_names(names: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Byte-level sniffing
-
-
-def sniff_format(head: bytes | bytearray) -> str | None:
-    """Identify a file by its first bytes (images we might meet, and archives)."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head[:2] == b"BM":
-        return "BMP"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "AVIF"
-        if brand in (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"heim", b"heis"):
-            return "HEIC"
-    if head[:4] == b"%PDF":
-        return "PDF"
-    if _sniff_archive(head):
-        return "archive"
-    return None
-
-
-def _sniff_archive(head: bytes | bytearray) -> bool:
-    return (
-        head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
-        or head[:2] == b"\x1f\x8b"  # gzip
-        or head[:6] == b"7z\xbc\xaf\x27\x1c"
-        or head[:6] == b"Rar!\x1a\x07"
-        or head[:6] == b"\xfd7zXZ\x00"
-        or head[:4] == b"\x28\xb5\x2f\xfd"  # zstd
-        or (head[:3] == b"BZh" and head[4:10] == b"1AY&SY")
-        or head[257:262] == b"ustar"
-    )
+# Byte-level checks
 
 
 def _jpeg_scan_start(data: bytes | bytearray) -> int | None:
@@ -633,7 +596,7 @@ class _Checker:
 
     def _check_caption(self, item: _Item, data: bytes | bytearray, matched: bool) -> None:
         name = item.info.orig_filename
-        if _sniff_archive(data[:512]):
+        if sniff_archive(data[:512]):
             self.entry_problem(item.index, name, _NESTED_ARCHIVE)
             return
         try:

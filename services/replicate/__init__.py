@@ -6,7 +6,7 @@ predictions followed, ``predictions`` their life from create to result, ``downlo
 the outputs, ``models`` and ``trainings`` the rest of the API, ``service`` the facade.
 """
 
-from services.images import sniff_content_type
+from services.model_refs import MODEL_REF, OWNER
 from services.replicate.errors import (
     AuthError,
     GenerationCanceled,
@@ -27,8 +27,6 @@ from services.replicate.poller import POLL_OUTAGE_LIMIT
 from services.replicate.service import ReplicateService
 from services.replicate.values import (
     DEFAULT_MODEL,
-    MODEL_REF,
-    OWNER,
     TERMINAL_STATUSES,
     Account,
     GeneratedImage,
@@ -40,6 +38,7 @@ from services.replicate.values import (
     parse_model_ref,
     parse_training_progress,
 )
+from services.sniff import sniff_content_type
 
 __all__ = [
     "DEFAULT_MODEL",

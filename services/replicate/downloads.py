@@ -21,7 +21,6 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from replicate.helpers import FileOutput
 
-from services.images import sniff_content_type
 from services.replicate.errors import (
     ModelFailedError,
     OutputExpired,
@@ -30,6 +29,7 @@ from services.replicate.errors import (
     ReplicateUnavailable,
 )
 from services.replicate.values import GeneratedImage
+from services.sniff import sniff_content_type
 
 DOWNLOAD_CHUNK = 64 * 1024
 

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
+from services.model_refs import FULL_VERSION
 from services.replicate.api import ReplicateApi
 from services.replicate.errors import InvalidModelError, NotFoundError, trim
 from services.replicate.values import (
-    FULL_VERSION,
     TrainingState,
     parse_model_ref,
     parse_time,

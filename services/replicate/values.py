@@ -8,17 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from services.model_refs import MODEL_REF
 from services.replicate.errors import InvalidModelError
 
 DEFAULT_MODEL = "black-forest-labs/flux-schnell"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
-_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-MODEL_REF = re.compile(rf"^(?P<owner>{_NAME})/(?P<name>{_NAME})(?::(?P<version>[0-9a-f]{{64}}))?$")
-"""``owner/name`` or ``owner/name:<64 hex version>``, as Replicate names models."""
-OWNER = re.compile(rf"^{_NAME}$")
-FULL_VERSION = re.compile(rf"^{_NAME}/{_NAME}:[0-9a-f]{{64}}$")
-"""``owner/name:<64 hex version>``, a trained model's version."""
 # tqdm-like progress: "label:  42%|####      | 420/1000 [05:01<06:55, 1.40it/s]"
 _TQDM = re.compile(r"(?:^|\s|:)(?P<pct>\d{1,3})%\|.*?\|\s*(?P<n>\d+)/(?P<total>\d+)")
 
