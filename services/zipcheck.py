@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, cast
 
 from PIL import Image
 
+from services.errors import UserFacingError
 from services.sniff import sniff_archive, sniff_format
 
 __all__ = [
@@ -78,12 +79,8 @@ _FRIENDLY_EXT = {"JPEG": "JPG", "PNG": "PNG", "WEBP": "WebP"}
 _SUGGESTED_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 
 
-class ZipCheckError(Exception):
+class ZipCheckError(UserFacingError):
     """Base error; ``user_message`` is safe to show to a user as is."""
-
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
 
 
 class ZipTooLarge(ZipCheckError):

@@ -1,9 +1,11 @@
-"""The errors of the Replicate layer.
+"""The errors of the Replicate layer, all :class:`~services.errors.UserFacingError`.
 
 ``str(exc)`` is for logs; ``user_message`` is short, plain and safe to show to an end
 user as is. Neither ever contains the API token."""
 
 from __future__ import annotations
+
+from services.errors import UserFacingError
 
 ERROR_TEXT_LIMIT = 300
 
@@ -14,7 +16,7 @@ def trim(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-class ReplicateServiceError(Exception):
+class ReplicateServiceError(UserFacingError):
     """Base of every error the service raises.
 
     ``str(exc)`` is for logs; ``user_message`` is short, plain and safe to show to a
@@ -22,9 +24,16 @@ class ReplicateServiceError(Exception):
 
     default_user_message = "Something went wrong while talking to Replicate."
 
-    def __init__(self, message: str | None = None, *, user_message: str | None = None) -> None:
-        self.user_message = user_message or self.default_user_message
-        super().__init__(message or self.user_message)
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        user_message: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            user_message or self.default_user_message, retry_after=retry_after, message=message
+        )
 
 
 class NSFWError(ReplicateServiceError):
@@ -68,8 +77,7 @@ class RateLimitedError(ReplicateServiceError):
     default_user_message = "Replicate is busy right now. Try again in a moment."
 
     def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
-        self.retry_after = retry_after
-        super().__init__(message)
+        super().__init__(message, retry_after=retry_after)
 
 
 class ReplicateUnavailable(ReplicateServiceError):
