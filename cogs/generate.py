@@ -17,7 +17,7 @@ from discord.ext import commands
 from cogs._common import DynamicButton, IdButton, Refused
 from services.errors import UserFacingError
 from services.generation import INTERRUPTED, MAX_SEED, GenerationService, JobState, Outcome
-from services.replicate_service import ReplicateServiceError
+from services.replicate import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
 from services.store import Generation
 

@@ -20,7 +20,7 @@ from discord.ext import commands
 
 from cogs._common import DynamicButton, IdButton, Refused, report_error
 from services.errors import UserFacingError
-from services.replicate_service import ReplicateServiceError
+from services.replicate import ReplicateServiceError
 from services.store import Training
 from services.training import TrainingService, check_names, eta_seconds, progress_bar
 from services.zipcheck import ZipCheckError, download_to_file

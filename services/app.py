@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from services.generation import GenerationService
-from services.replicate_service import ReplicateService
+from services.replicate import ReplicateService
 from services.settings import Settings
 from services.store import Store, open_store
 from services.training import TrainingService

@@ -19,7 +19,7 @@ from typing import Any
 
 from services.errors import LimitReached, UserFacingError
 from services.images import FittedImage, fit_image
-from services.replicate_service import (
+from services.replicate import (
     GenerationCanceled,
     GenerationResult,
     Progress,

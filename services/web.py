@@ -41,7 +41,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from services.app import Services
 from services.errors import LimitReached, PermissionRefused, UserFacingError
 from services.generation import MAX_PROMPT, MAX_SEED, JobState
-from services.replicate_service import (
+from services.replicate import (
     GenerationCanceled,
     InvalidInputError,
     InvalidModelError,
@@ -146,8 +146,6 @@ def service_problem(exc: Exception) -> Problem:
         return Problem(429, exc.user_message, headers=_retry_after(exc.retry_after))
     if isinstance(exc, PermissionRefused):
         return Problem(403, exc.user_message)
-    if isinstance(exc, UserFacingError | ZipCheckError):
-        return Problem(422, exc.user_message)
     if isinstance(exc, NSFWError | InvalidInputError | InvalidModelError | ModelNotFoundError):
         return Problem(422, exc.user_message)
     if isinstance(exc, RateLimitedError):
@@ -157,6 +155,8 @@ def service_problem(exc: Exception) -> Problem:
     if isinstance(exc, ReplicateServiceError):
         # AuthError, ModelFailedError, OutputExpired, OutputTooLarge...: Replicate's side.
         return Problem(502, exc.user_message)
+    if isinstance(exc, UserFacingError | ZipCheckError):
+        return Problem(422, exc.user_message)
     raise TypeError(f"not a service error: {exc!r}")
 
 
@@ -706,6 +706,8 @@ async def cancel_training(request: web.Request) -> web.Response:
     if training.status not in FINAL:
         try:
             training = await services.trainings.cancel(training.id)
+        except ReplicateServiceError:
+            raise
         except UserFacingError as exc:
             raise Problem(409, exc.user_message) from None
     return web.json_response(training_object(services, training, None))
