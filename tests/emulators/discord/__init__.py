@@ -20,6 +20,24 @@ unknown interaction (404, 10062), uploads over the interaction's
 deferred reply fills its "thinking" message, and ``allowed_mentions`` decides who would
 be pinged (:meth:`Message.pinged_users`).
 
+Several guilds and shards, as Discord runs them: ``emu.add_guild(...)`` /
+``emu.add_guild_on_shard(shard_id, shard_count)`` add guilds next to the default
+``emu.guild``; each gateway connection runs the shard it IDENTIFYed with (``[0, 1]``
+without ``shard``) and gets READY and GUILD_CREATE for that shard's guilds only, and a
+guild's events and interactions go to its shard's connection (``handle.shard_id``). The
+connections may come from several processes. Broken sharding rules (a shard identified
+twice, counts that disagree, IDENTIFYs faster than the bucket allows) are recorded in
+``emu.gateway_violations`` and fail the test at teardown; ``emu.identifies`` lists
+every IDENTIFY. Example, two shards in one bucket each (``max_concurrency`` 2)::
+
+    emu.session_start_limit.max_concurrency = 2
+    guild = emu.add_guild_on_shard(1, 2)
+    bot = commands.AutoShardedBot(..., shard_count=2)  # pointed at the emulator
+    task = asyncio.create_task(bot.start(emu.bot_token))
+    await emu.wait_ready()  # every shard of 2 is ready
+    handle = await emu.slash("ask", channel=guild.system_channel)
+    assert handle.shard_id == 1
+
 Where things are:
 
 - ``emulator.py``: :class:`DiscordEmulator`, the facade (start / close).
@@ -27,8 +45,9 @@ Where things are:
 - ``model.py``, ``messages.py``: users, roles, channels, guilds, attachments; messages
   with their versions, components and pings.
 - ``world.py``: building the world (``add_user``, ``add_channel``, ...), permissions.
-- ``gateway.py``, ``gateway_payloads.py``: the websocket (IDENTIFY, RESUME, heartbeats,
-  dispatch) and the events' bodies.
+- ``gateway.py``, ``gateway_payloads.py``: the websocket (IDENTIFY, RESUME, heartbeats)
+  and the events' bodies; ``sessions.py``: sessions per shard, which one gets an event;
+  ``shards.py``: the sharding rules checked at IDENTIFY and their records.
 - ``server.py``: the REST app and its middlewares (records, ``fail_next`` faults,
   errors); the routes by group: ``rest_commands.py`` (application commands),
   ``rest_interactions.py`` (callbacks, follow-ups and ``@original`` through the
@@ -38,7 +57,7 @@ Where things are:
 - ``driver.py``, ``options.py``: what users do (``slash``, ``press``, ``submit_modal``,
   ``autocomplete``, ``user_message``); ``interactions.py``: :class:`InteractionHandle`.
 - ``controls.py``: what tests read, wait for and break (``wait_for_message``,
-  ``fail_next``, ``expire``, ``wait_ready``, ``drop_gateway``).
+  ``fail_next``, ``expire``, ``wait_ready``, ``drop_gateway``, ``shard_of``).
 """
 
 from tests.emulators.discord.common import (
@@ -48,11 +67,12 @@ from tests.emulators.discord.common import (
     Perm,
 )
 from tests.emulators.discord.emulator import DiscordEmulator
-from tests.emulators.discord.gateway import GatewaySession
 from tests.emulators.discord.interactions import Callback, InteractionHandle
 from tests.emulators.discord.messages import Component, Message, MessageVersion
 from tests.emulators.discord.model import Attachment, Channel, Guild, Member, Role, User
 from tests.emulators.discord.server import FaultRule, RequestRecord
+from tests.emulators.discord.sessions import GatewaySession
+from tests.emulators.discord.shards import GatewayViolation, IdentifyRecord, SessionStartLimit
 
 __all__ = [
     "API_PREFIX",
@@ -64,7 +84,9 @@ __all__ = [
     "DiscordEmulator",
     "FaultRule",
     "GatewaySession",
+    "GatewayViolation",
     "Guild",
+    "IdentifyRecord",
     "Intent",
     "InteractionHandle",
     "Member",
@@ -73,5 +95,6 @@ __all__ = [
     "Perm",
     "RequestRecord",
     "Role",
+    "SessionStartLimit",
     "User",
 ]

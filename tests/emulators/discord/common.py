@@ -85,6 +85,11 @@ class Intent:
     PRIVILEGED = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT
 
 
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard that carries a guild's events: ``(guild_id >> 22) % shard_count``."""
+    return (guild_id >> 22) % shard_count
+
+
 def perm_value(value: int | Any) -> int:
     """Accept an int or anything with ``.value`` (e.g. ``discord.Permissions``)."""
     return int(getattr(value, "value", value))
@@ -127,6 +132,16 @@ class Snowflakes:
     def next(self) -> int:
         now_ms = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
         self._last = max(self._last + 1, now_ms)
+        return self._last
+
+    def next_on_shard(self, shard_id: int, shard_count: int) -> int:
+        """The next id whose guild would live on ``shard_id`` of ``shard_count`` (its
+        timestamp moved at most ``shard_count - 1`` ms ahead)."""
+        candidate = self.next()
+        timestamp = candidate >> 22
+        ahead = (shard_id - timestamp) % shard_count
+        if ahead:
+            self._last = (timestamp + ahead) << 22
         return self._last
 
 

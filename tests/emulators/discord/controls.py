@@ -8,11 +8,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tests.emulators.discord.gateway import GatewaySession
+from tests.emulators.discord.common import shard_of
 from tests.emulators.discord.interactions import InteractionHandle
 from tests.emulators.discord.messages import Message
-from tests.emulators.discord.model import Channel
+from tests.emulators.discord.model import Channel, Guild
 from tests.emulators.discord.server import FaultRule
+from tests.emulators.discord.sessions import GatewaySession
+from tests.emulators.discord.shards import GatewayViolation, IdentifyRecord
 from tests.emulators.discord.world import WorldMixin
 
 
@@ -111,24 +113,48 @@ class ControlsMixin(WorldMixin):
         """Every payload the bot sent on the gateway."""
         return self.gateway.received
 
+    @property
+    def identifies(self) -> list[IdentifyRecord]:
+        """Every IDENTIFY accepted: when (``emu.clock()``), which shard, which session."""
+        return self.gateway.rules.identifies
+
+    @property
+    def gateway_violations(self) -> list[GatewayViolation]:
+        """Sharding rules the bot broke (the ``discord_emu`` fixture fails the test on
+        them; a test that breaks one on purpose clears the list)."""
+        return self.gateway.rules.violations
+
+    def shard_of(self, guild: Guild | int, shard_count: int | None = None) -> int:
+        """The shard that runs ``guild``, for ``shard_count`` shards (default: the count
+        the bot identified with, else ``recommended_shards``)."""
+        gid = guild.id if isinstance(guild, Guild) else int(guild)
+        return shard_of(gid, shard_count or self.gateway.shard_count)
+
     async def wait_ready(
         self,
         timeout: float = 5.0,  # noqa: ASYNC109 (the test API takes timeouts)
+        *,
+        shard_id: int | None = None,
     ) -> GatewaySession:
-        """Until a client is connected and has had READY + GUILD_CREATE (or RESUMED)."""
-        return await self._wait(self.gateway.ready_session, timeout, "a bot ready on the gateway")
+        """Until the bot is connected and has had READY + GUILD_CREATE (or RESUMED) on
+        every shard of the count it identified with, or on ``shard_id`` only (a process
+        that runs some of the shards)."""
+        what = "a bot ready on the gateway" + ("" if shard_id is None else f" (shard {shard_id})")
+        return await self._wait(lambda: self.gateway.ready_session(shard_id), timeout, what)
 
-    async def drop_gateway(self, code: int = 4000, *, invalidate: bool = False) -> None:
-        """Close the bot's websocket; discord.py reconnects and RESUMEs (or, with
-        ``invalidate``, is told the session is gone and IDENTIFYs again: discord.py's
-        ``Client.before_identify_hook`` sleeps 5 s first unless the bot overrides it).
-        Events sent meanwhile are queued and replayed on resume; after ``invalidate``
-        there is no session until the new IDENTIFY."""
-        await self.gateway.drop(code, invalidate=invalidate)
+    async def drop_gateway(
+        self, code: int = 4000, *, invalidate: bool = False, shard_id: int = 0
+    ) -> None:
+        """Close the bot's websocket (of ``shard_id``); discord.py reconnects and RESUMEs
+        (or, with ``invalidate``, is told the session is gone and IDENTIFYs again:
+        discord.py's ``Client.before_identify_hook`` sleeps 5 s first unless the bot
+        overrides it). Events sent meanwhile are queued and replayed on resume; after
+        ``invalidate`` the shard has no session until the new IDENTIFY."""
+        await self.gateway.drop(code, invalidate=invalidate, shard_id=shard_id)
 
-    async def send_reconnect(self) -> None:
+    async def send_reconnect(self, shard_id: int = 0) -> None:
         """op 7 RECONNECT: the client closes and resumes."""
-        await self.gateway.send_reconnect()
+        await self.gateway.send_reconnect(shard_id)
 
     async def dispatch(
         self,
@@ -136,7 +162,13 @@ class ControlsMixin(WorldMixin):
         data: Mapping[str, Any],
         intent: int | None = None,
         *,
+        guild: Guild | None = None,
+        shard_id: int | None = None,
         on_send: Callable[[], None] | None = None,
     ) -> bool:
-        """Send any gateway event (op 0) to the bot; see :meth:`Gateway.dispatch`."""
-        return await self.gateway.dispatch(event, data, intent, on_send=on_send)
+        """Send any gateway event (op 0) to the shard of ``guild`` (or ``shard_id``,
+        default 0); False when the session lacks ``intent``."""
+        guild_id = None if guild is None else guild.id
+        return await self.gateway.dispatch(
+            event, data, intent, guild_id=guild_id, shard_id=shard_id, on_send=on_send
+        )

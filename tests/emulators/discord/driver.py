@@ -20,22 +20,26 @@ from tests.emulators.discord.common import (
 from tests.emulators.discord.interactions import InteractionHandle
 from tests.emulators.discord.message_store import MessageStore
 from tests.emulators.discord.messages import Message, MessageVersion
-from tests.emulators.discord.model import Attachment, Channel, User
+from tests.emulators.discord.model import Attachment, Channel, Guild, User
 from tests.emulators.discord.options import OptionsMixin
+from tests.emulators.discord.sessions import GatewaySession
 
 
 class DriverMixin(OptionsMixin, MessageStore):
     def _interaction_payload(self, handle: InteractionHandle, locale: str) -> dict[str, Any]:
         channel = handle.channel
-        member = self.guild.members[handle.user.id]
+        guild = self.guild_of(channel)
+        member = guild.members.get(handle.user.id)
+        if member is None:
+            raise LookupError(f"{handle.user!r} is not a member of {guild!r} (emu.add_member)")
         payload: dict[str, Any] = {
             "id": str(handle.id),
             "application_id": str(self.application_id),
             "type": handle.type,
             "token": handle.token,
             "version": 1,
-            "guild_id": str(self.guild.id),
-            "guild": {"id": str(self.guild.id), "locale": "en-US", "features": []},
+            "guild_id": str(guild.id),
+            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
             "guild_locale": "en-US",
             "channel_id": str(channel.id),
             "channel": channel.to_dict(permissions=self.permissions_for(handle.user, channel)),
@@ -43,7 +47,7 @@ class DriverMixin(OptionsMixin, MessageStore):
             "app_permissions": str(self.permissions_for(self.bot_user, channel)),
             "locale": locale,
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild.id)},
+            "authorizing_integration_owners": {"0": str(guild.id)},
             "context": 0,
             "attachment_size_limit": handle.attachment_size_limit,
         }
@@ -56,11 +60,16 @@ class DriverMixin(OptionsMixin, MessageStore):
     async def _send_interaction(
         self, handle: InteractionHandle, locale: str = "en-US", *, settle: bool = True
     ) -> InteractionHandle:
-        if self.gateway.session is None:
-            raise RuntimeError("no bot has identified on the gateway yet (await emu.wait_ready())")
+        """INTERACTION_CREATE to the session(s) of the shard that runs the channel's
+        guild (recorded on the handle: ``shard_id``, ``session_ids``)."""
+        guild = self.guild_of(handle.channel)
         if settle:
-            await self._settle()
+            sessions = self._sessions_for(guild)
+            await self._settle(sessions[0])
         handle.payload = self._interaction_payload(handle, locale)
+        sessions = self._sessions_for(guild)
+        handle.shard_id = sessions[0].shard_id
+        handle.session_ids = [s.id for s in sessions]
         self.interactions.append(handle)
         self._by_id[handle.id] = handle
         self._by_token[handle.token] = handle
@@ -69,8 +78,19 @@ class DriverMixin(OptionsMixin, MessageStore):
         def written() -> None:
             handle.sent = time.monotonic()
 
-        await self.gateway.dispatch("INTERACTION_CREATE", handle.payload, on_send=written)
+        await self.gateway.send_event(
+            sessions, "INTERACTION_CREATE", handle.payload, on_send=written
+        )
         return handle
+
+    def _sessions_for(self, guild: Guild) -> list[GatewaySession]:
+        sessions = self.gateway.targets(guild_id=guild.id)
+        if not sessions:
+            raise RuntimeError(
+                f"no bot has identified on the gateway for the shard of {guild!r} yet "
+                "(await emu.wait_ready())"
+            )
+        return sessions
 
     async def slash(
         self,
@@ -88,8 +108,8 @@ class DriverMixin(OptionsMixin, MessageStore):
         limits come from the synced definition; ``attachments`` maps attachment options
         to ``(filename, bytes)`` uploads. ``settle=False`` sends at once, without waiting
         for the bot's REST calls in flight (many users at once, as in a load test)."""
-        user = self._user(user)
         chan = self._channel(channel)
+        user = self._user(user, self.guild_of(chan))
         given = dict(options or {})
         given.update(attachments or {})
         data, cmd = self._command_data(command, given, chan)
@@ -117,8 +137,8 @@ class DriverMixin(OptionsMixin, MessageStore):
         timeout: float = 3.0,  # noqa: ASYNC109 (the test API takes timeouts)
     ) -> list[dict[str, Any]]:
         """Type ``value`` into ``option`` of ``/command``; the choices the bot returned."""
-        user = self._user(user)
         chan = self._channel(channel)
+        user = self._user(user, self.guild_of(chan))
         given = {**(options or {}), option: value}
         data, cmd = self._command_data(command, given, chan, focused=option)
         self._check_can_use(cmd, user, chan)
@@ -161,8 +181,8 @@ class DriverMixin(OptionsMixin, MessageStore):
             self,
             type=MESSAGE_COMPONENT,
             data=data,
-            user=self._user(user),
-            channel=self.guild.channels[msg.channel_id],
+            user=self._user(user, self.guild_of(msg.channel_id)),
+            channel=self._channel(msg.channel_id),
             attachment_size_limit=self.attachment_size_limit,
             message=msg,
             name=f"press {custom_id}",
@@ -244,8 +264,8 @@ class DriverMixin(OptionsMixin, MessageStore):
         self, content: str, *, user: User | None = None, channel: Channel | int | None = None
     ) -> Message:
         """A message a user posts in a channel (dispatched as MESSAGE_CREATE)."""
-        author = self._user(user)
         chan = self._channel(channel)
+        author = self._user(user, self.guild_of(chan))
         msg = self._store_message(
             chan,
             author,
@@ -255,7 +275,7 @@ class DriverMixin(OptionsMixin, MessageStore):
         await self._notify()
         return msg
 
-    async def _settle(self) -> None:
+    async def _settle(self, session: GatewaySession) -> None:
         """Let the bot digest the answers it already got before a user acts again.
 
         In a test the "user" reacts within microseconds, where a person needs to see
@@ -265,4 +285,4 @@ class DriverMixin(OptionsMixin, MessageStore):
         for a gateway round trip (op 1 "heartbeat now", answered by the client's op 1)."""
         with contextlib.suppress(TimeoutError):
             await self._wait(lambda: True if self._inflight == 0 else None, 5.0, "REST calls")
-        await self.gateway.round_trip()
+        await self.gateway.round_trip(session)

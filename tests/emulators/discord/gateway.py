@@ -1,29 +1,26 @@
 """The gateway: websocket connections, HELLO / IDENTIFY / RESUME / heartbeats, and
-dispatching events to the bot.
+the test's hold on them (drop a connection, ask for a reconnect).
 
-A :class:`GatewaySession` outlives its websocket: events sent while the bot is away are
-kept and replayed when it RESUMEs on a new connection."""
+Each connection runs one shard; the shards may come from one process or from several:
+nothing here assumes one client. Which session gets which event: ``sessions.py``;
+the sharding rules checked at IDENTIFY: ``shards.py``."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from tests.emulators.discord.common import Intent, skip_spec
-from tests.emulators.discord.gateway_payloads import (
-    guild_create_payload,
-    message_event_payload,
-    ready_payload,
-)
-from tests.emulators.discord.messages import Message
+from tests.emulators.discord.gateway_payloads import ready_payload
+from tests.emulators.discord.sessions import Connection, GatewaySession, SessionRouter
+from tests.emulators.discord.shards import IdentifyRecord, ShardRules, parse_shard
 
 if TYPE_CHECKING:
     from tests.emulators.discord.state import EmulatorState
@@ -31,146 +28,32 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class GatewaySession:
-    id: str
-    intents: int
-    seq: int = 0
-    events: list[dict[str, Any]] = field(default_factory=list)
-    ws: web.WebSocketResponse | None = None
-    ready: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-class Connection:
-    """One websocket connection; sends are serialised by a lock."""
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
-        self.lock = asyncio.Lock()
-        self.session: GatewaySession | None = None
-        self.heartbeat_waiters: list[asyncio.Future[None]] = []
-
-    async def send(
-        self, payload: Mapping[str, Any], on_send: Callable[[], None] | None = None
-    ) -> bool:
-        async with self.lock:
-            if self.ws.closed:
-                return False
-            text = json.dumps(payload)
-            if on_send is not None:
-                on_send()
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return False
-            return True
-
-
-class Gateway:
+class Gateway(SessionRouter):
     """The gateway side of the emulator (``GET /gateway`` upgrades to a websocket)."""
 
     def __init__(self, emu: EmulatorState) -> None:
-        self.emu = emu
-        self.session: GatewaySession | None = None
-        self.connections: set[Connection] = set()
+        super().__init__(emu)
         self.received: list[dict[str, Any]] = []  # every payload the bot sent
+        self.rules = ShardRules()
         self.identify_count = 0
         self.resume_count = 0
-        self._background: set[asyncio.Task[Any]] = set()
-
-    # ------------------------------------------------------------------ lifecycle
-    async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        for conn in list(self.connections):
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await conn.ws.close(code=1001)
-
-    def ready_session(self) -> GatewaySession | None:
-        """The session, once a client is connected and has had READY + GUILD_CREATE."""
-        s = self.session
-        return s if s is not None and s.ready and s.ws is not None and not s.ws.closed else None
-
-    def connection_of(self, ws: web.WebSocketResponse | None) -> Connection | None:
-        return next((c for c in self.connections if ws is not None and c.ws is ws), None)
-
-    # ------------------------------------------------------------------- sending
-    async def dispatch(
-        self,
-        event: str,
-        data: Mapping[str, Any],
-        intent: int | None = None,
-        *,
-        on_send: Callable[[], None] | None = None,
-    ) -> bool:
-        """Send a dispatch (op 0) to the current session; queued if disconnected.
-
-        Returns False when the event was not sent because the session lacks ``intent``.
-        ``on_send`` is called just before the event is written to the socket."""
-        session = self.session
-        if session is None:
-            raise RuntimeError("no bot has identified on the gateway yet")
-        if intent is not None and not session.intents & intent:
-            return False
-        async with session.lock:
-            session.seq += 1
-            payload = {"op": 0, "t": event, "s": session.seq, "d": data}
-            session.events.append(payload)
-            conn = self.connection_of(session.ws)
-            if conn is not None:
-                await conn.send(payload, on_send)
-        return True
-
-    def dispatch_soon(self, event: str, data: Mapping[str, Any], intent: int) -> None:
-        """State builders are synchronous: tell a connected bot in the background."""
-        if self.session is None:
-            return
-        task = asyncio.get_running_loop().create_task(self.dispatch(event, data, intent))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def message_event(self, event: str, msg: Message) -> None:
-        """MESSAGE_CREATE / UPDATE / DELETE to the bot, as Discord would send them."""
-        if self.session is None or msg.ephemeral:
-            return
-        data = message_event_payload(self.emu, event, msg, self.emu.guild, self.session.intents)
-        await self.dispatch(event, data, Intent.GUILD_MESSAGES)
-
-    async def round_trip(self) -> None:
-        """op 1 "heartbeat now", until the client's op 1 answer (at most 2 s): everything
-        sent before has been read by the bot."""
-        session = self.session
-        conn = None if session is None else self.connection_of(session.ws)
-        if conn is None:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        conn.heartbeat_waiters.append(fut)
-        if await conn.send({"op": 1, "d": None, "s": None, "t": None}):
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await fut
+        self._numbers = itertools.count(1)
 
     # -------------------------------------------------------------- test controls
-    async def drop(self, code: int = 4000, *, invalidate: bool = False) -> None:
-        session = self.session
-        if session is None or session.ws is None:
-            raise RuntimeError("no gateway connection to drop")
+    async def drop(self, code: int = 4000, *, invalidate: bool = False, shard_id: int = 0) -> None:
+        session = self._live_session(shard_id)
         async with session.lock:
             ws, session.ws = session.ws, None
             if invalidate:
-                self.session = None
+                session.retired = True
+        assert ws is not None
         await ws.close(code=code)
         await self.emu._notify()
 
-    async def send_reconnect(self) -> None:
-        session = self.session
-        conn = None if session is None else self.connection_of(session.ws)
+    async def send_reconnect(self, shard_id: int = 0) -> None:
+        conn = self.connection_of(self._live_session(shard_id).ws)
         if conn is None:
-            raise RuntimeError("no gateway connection")
+            raise RuntimeError(f"no gateway connection for shard {shard_id}")
         await conn.send({"op": 7, "d": None, "s": None, "t": None})
 
     # ---------------------------------------------------------------- the socket
@@ -179,9 +62,9 @@ class Gateway:
         skip_spec(request)
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
-        conn = Connection(ws)
+        conn = Connection(ws, next(self._numbers))
         self.connections.add(conn)
-        log.debug("gateway: connection %x opened", id(ws))
+        log.debug("gateway: connection %d opened", conn.number)
         hello = {"heartbeat_interval": self.emu.heartbeat_interval_ms}
         await conn.send({"op": 10, "d": hello, "s": None, "t": None})
         try:
@@ -191,7 +74,7 @@ class Gateway:
                 elif msg.type is WSMsgType.ERROR:
                     break
         finally:
-            log.debug("gateway: connection %x closed (code %s)", id(ws), ws.close_code)
+            log.debug("gateway: connection %d closed (code %s)", conn.number, ws.close_code)
             self.connections.discard(conn)
             session = conn.session
             if session is not None and session.ws is ws:
@@ -204,7 +87,7 @@ class Gateway:
     async def _on_message(self, conn: Connection, msg: dict[str, Any]) -> None:
         op, data = msg.get("op"), msg.get("d")
         self.received.append(msg)
-        log.debug("gateway: connection %x sent op %s", id(conn.ws), op)
+        log.debug("gateway: connection %d sent op %s", conn.number, op)
         if op == 1:
             for fut in conn.heartbeat_waiters:
                 if not fut.done():
@@ -216,7 +99,7 @@ class Gateway:
         elif op == 6:
             await self._resume(conn, data or {})
         elif op == 8:
-            await self._member_chunk(data or {})
+            await self._member_chunk(conn, data or {})
         elif op in (3, 4):
             pass  # presence / voice state updates: accepted, ignored
         else:
@@ -231,23 +114,31 @@ class Gateway:
         if intents & Intent.PRIVILEGED & ~emu.allowed_privileged_intents:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
-        old = self.session
-        if old is not None and old.ws is not None and old.ws is not conn.ws:
-            with contextlib.suppress(Exception):
-                await old.ws.close(code=4000)
-        session = GatewaySession(id=secrets.token_hex(16), intents=intents)
+        shard = parse_shard(data["shard"]) if "shard" in data else (0, 1)
+        if shard is None:
+            message = f"IDENTIFY with shard {data['shard']!r}"
+            self.rules.violation("invalid-shard", message, emu.clock())
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        session = GatewaySession(secrets.token_hex(16), intents, *shard)
+        others = [s for s in self.current() if s.live and s.ws is not conn.ws]
+        record = IdentifyRecord(emu.clock(), *shard, session.id, conn.number, "shard" in data)
+        live_shards = [(s.shard_id, s.shard_count) for s in others]
+        limit, interval = emu.session_start_limit, emu.identify_interval
+        self.rules.check_identify(record, live_shards, limit, interval)
+        for old in self.current():
+            # A disconnected session of this shard (or of an older shard count) will not
+            # be resumed. A live one stays: a duplicate shard, both get the events.
+            if old not in others and (old.shard_id == shard[0] or old.shard_count != shard[1]):
+                old.retired = True
+        guilds = [g for g in emu.guilds.values() if session.runs(g.id)]
         async with session.lock:
-            self.session = session
+            self.sessions.append(session)
             conn.session = session
             self.identify_count += 1
-            ready = ready_payload(emu, session.id, [emu.guild], data.get("shard"))
-            guild_create = guild_create_payload(
-                emu,
-                emu.guild,
-                emu.channel.id,
-                with_members=bool(intents & Intent.GUILD_MEMBERS),
-            )
-            for event, payload in (("READY", ready), ("GUILD_CREATE", guild_create)):
+            events = [("READY", ready_payload(emu, session.id, guilds, data.get("shard")))]
+            events += [("GUILD_CREATE", self._guild_create(g, session)) for g in guilds]
+            for event, payload in events:
                 session.seq += 1
                 frame = {"op": 0, "t": event, "s": session.seq, "d": payload}
                 session.events.append(frame)
@@ -257,12 +148,8 @@ class Gateway:
         await emu._notify()
 
     async def _resume(self, conn: Connection, data: Mapping[str, Any]) -> None:
-        session = self.session
-        if (
-            session is None
-            or data.get("session_id") != session.id
-            or data.get("token") != self.emu.bot_token
-        ):
+        session = next((s for s in self.current() if s.id == data.get("session_id")), None)
+        if session is None or data.get("token") != self.emu.bot_token:
             await conn.send({"op": 9, "d": False, "s": None, "t": None})
             return
         since = int(data.get("seq") or 0)
@@ -287,10 +174,15 @@ class Gateway:
             self.resume_count += 1
         await self.emu._notify()
 
-    async def _member_chunk(self, data: Mapping[str, Any]) -> None:
-        if self.session is None:
+    async def _member_chunk(self, conn: Connection, data: Mapping[str, Any]) -> None:
+        """op 8 REQUEST_GUILD_MEMBERS: one GUILD_MEMBERS_CHUNK to the asking session."""
+        session = conn.session
+        if session is None:
             return
-        guild = self.emu.guild
+        gid = str(data.get("guild_id", ""))
+        guild = self.emu.guilds.get(int(gid)) if gid.isdigit() else self.emu.guild
+        if guild is None:
+            return
         members = list(guild.members.values())
         user_ids = data.get("user_ids")
         if user_ids:
@@ -304,4 +196,4 @@ class Gateway:
         }
         if data.get("nonce") is not None:
             chunk["nonce"] = data["nonce"]
-        await self.dispatch("GUILD_MEMBERS_CHUNK", chunk)
+        await self.send_event([session], "GUILD_MEMBERS_CHUNK", chunk)

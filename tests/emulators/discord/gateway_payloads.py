@@ -43,9 +43,7 @@ def ready_payload(
     return ready
 
 
-def guild_create_payload(
-    emu: EmulatorState, guild: Guild, system_channel_id: int, *, with_members: bool
-) -> dict[str, Any]:
+def guild_create_payload(emu: EmulatorState, guild: Guild, *, with_members: bool) -> dict[str, Any]:
     bot_member = guild.members[emu.bot_user.id]
     members = list(guild.members.values()) if with_members else [bot_member]
     return {
@@ -68,7 +66,9 @@ def guild_create_payload(
         "premium_subscription_count": 0,
         "premium_progress_bar_enabled": False,
         "preferred_locale": "en-US",
-        "system_channel_id": str(system_channel_id),
+        "system_channel_id": None
+        if guild.system_channel_id is None
+        else str(guild.system_channel_id),
         "system_channel_flags": 0,
         "rules_channel_id": None,
         "public_updates_channel_id": None,

@@ -54,6 +54,8 @@ class InteractionHandle:
         self.name = name
         self.created = time.monotonic()
         self.sent: float | None = None  # monotonic time the INTERACTION_CREATE went out
+        self.shard_id: int | None = None  # the shard whose connection got it
+        self.session_ids: list[str] = []  # its gateway session(s): two if a shard is doubled
         self.created_on_clock = emu.clock()
         self.payload: dict[str, Any] = {}
         self.callback: Callback | None = None

@@ -199,7 +199,7 @@ class MessageStore(WorldMixin):
             author=author,
             versions=[version],
             created_at=version.at,
-            guild=self.guild,
+            guild=self.guild_of(channel),
             author_permissions=self.permissions_for(author, channel),
             **extra,
         )
@@ -219,7 +219,7 @@ class MessageStore(WorldMixin):
         flags = msg.flags & ~FLAG_LOADING
         if payload.get("flags") is not None:
             flags = (flags & ~EDITABLE_FLAGS) | (int(payload["flags"]) & EDITABLE_FLAGS)
-        channel = self.guild.channels[msg.channel_id]
+        channel = self._channel(msg.channel_id)
         was_loading = msg.loading
         msg.versions.append(self._version(channel, payload, uploads, flags=flags, base=msg.current))
         if not was_loading:

@@ -154,10 +154,21 @@ class Guild:
     roles: dict[int, Role] = field(default_factory=dict)
     channels: dict[int, Channel] = field(default_factory=dict)
     members: dict[int, Member] = field(default_factory=dict)
+    system_channel_id: int | None = None
 
     @property
     def everyone(self) -> Role:
         return self.roles[self.id]
+
+    @property
+    def system_channel(self) -> Channel:
+        """The channel the guild was created with (``emu.channel`` for the default one)."""
+        if self.system_channel_id is None:
+            raise LookupError(f"guild {self.name!r} has no system channel")
+        return self.channels[self.system_channel_id]
+
+    def __repr__(self) -> str:
+        return f"<Guild {self.name} {self.id}>"
 
 
 @dataclass(eq=False)

@@ -58,7 +58,7 @@ class OptionsMixin(WorldMixin):
             raise fail(f"not one of the choices {[c['value'] for c in opt['choices']]}")
         if otype in (6, 9) and isinstance(value, User):
             resolved.setdefault("users", {})[str(value.id)] = value.to_dict()
-            member = self.guild.members.get(value.id)
+            member = self.guild_of(channel).members.get(value.id)
             if member is not None:
                 resolved.setdefault("members", {})[str(value.id)] = member.to_dict(
                     with_user=False, permissions=self.permissions_for(value, channel)
@@ -129,7 +129,7 @@ class OptionsMixin(WorldMixin):
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(interaction data, command definition)`` for ``"name"`` or ``"name sub"``."""
         name, _, sub = command.partition(" ")
-        cmd = self.find_command(name)
+        cmd = self.find_command(name, channel.guild_id)
         resolved: dict[str, dict[str, Any]] = {}
         defs = cmd.get("options") or []
         if sub:

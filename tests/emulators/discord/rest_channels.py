@@ -35,7 +35,7 @@ class ChannelRoutes(RestBase, MessageStore):
     def _channel_for(self, request: web.Request, needed: int = Perm.VIEW_CHANNEL) -> Channel:
         self._require_bot(request)
         cid = request.match_info["channel_id"]
-        channel = self.guild.channels.get(int(cid)) if cid.isdigit() else None
+        channel = self._find_channel(int(cid)) if cid.isdigit() else None
         if channel is None:
             raise DiscordAPIError(404, 10003, "Unknown Channel")
         perms = self.permissions_for(self.bot_user, channel)

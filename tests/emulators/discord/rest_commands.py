@@ -35,7 +35,7 @@ class CommandRoutes(RestBase):
         gid = request.match_info.get("guild_id")
         if gid is None:
             return None
-        if gid != str(self.guild.id):
+        if not gid.isdigit() or int(gid) not in self.guilds:
             raise DiscordAPIError(403, 50001, "Missing Access")
         return int(gid)
 

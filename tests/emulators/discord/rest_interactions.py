@@ -54,7 +54,7 @@ class InteractionRoutes(RestBase, MessageStore):
             "id": str(handle.id),
             "type": handle.type,
             "user": handle.user.to_dict(),
-            "authorizing_integration_owners": {"0": str(self.guild.id)},
+            "authorizing_integration_owners": {"0": str(handle.channel.guild_id)},
         }
         if handle.type == APPLICATION_COMMAND:
             meta["name"] = handle.data.get("name")

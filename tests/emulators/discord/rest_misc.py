@@ -28,8 +28,13 @@ class MiscRoutes(RestBase):
         if not request.path.endswith("/bot"):
             return json_response({"url": self.gateway_url})
         self._require_bot(request)
-        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        return json_response(
+            {
+                "url": self.gateway_url,
+                "shards": self.recommended_shards,
+                "session_start_limit": self.session_start_limit.to_dict(),
+            }
+        )
 
     async def _get_me(self, request: web.Request) -> web.Response:
         self._require_bot(request)
@@ -49,7 +54,8 @@ class MiscRoutes(RestBase):
     async def _get_user(self, request: web.Request) -> web.Response:
         self._require_bot(request)
         uid = request.match_info["user_id"]
-        member = self.guild.members.get(int(uid)) if uid.isdigit() else None
+        members = (g.members.get(int(uid)) for g in self.guilds.values()) if uid.isdigit() else ()
+        member = next((m for m in members if m is not None), None)
         if member is None:
             raise DiscordAPIError(404, 10013, "Unknown User")
         return json_response(member.user.to_dict())
@@ -74,7 +80,7 @@ class MiscRoutes(RestBase):
                 "interactions_endpoint_url": None,
                 "role_connections_verification_url": None,
                 "owner": self.owner.to_dict(),
-                "approximate_guild_count": 1,
+                "approximate_guild_count": len(self.guilds),
                 "approximate_user_install_count": 0,
                 "approximate_user_authorization_count": 0,
                 "explicit_content_filter": 0,

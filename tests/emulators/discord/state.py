@@ -25,6 +25,7 @@ from tests.emulators.discord.common import (
 )
 from tests.emulators.discord.gateway import Gateway
 from tests.emulators.discord.model import Attachment, Channel, Guild, Member, Role, User
+from tests.emulators.discord.shards import SessionStartLimit
 from tests.emulators.spec import SpecChecker
 
 if TYPE_CHECKING:
@@ -68,6 +69,9 @@ class EmulatorState:
         self.nonce_window = 5 * 60.0
         self.heartbeat_interval_ms = 41_250
         self.allowed_privileged_intents = Intent.PRIVILEGED
+        self.recommended_shards = 1  # "shards" of GET /gateway/bot
+        self.session_start_limit = SessionStartLimit()
+        self.identify_interval = 5.0  # seconds between two IDENTIFYs of one bucket
 
         # records
         self.requests: list[RequestRecord] = []
@@ -87,25 +91,38 @@ class EmulatorState:
         self._commands: dict[int | None, list[dict[str, Any]]] = {}
         self._by_id: dict[int, InteractionHandle] = {}
         self._by_token: dict[str, InteractionHandle] = {}
-        self._default_user: User | None = None
+        self._default_users: dict[int, User] = {}  # by guild id: who acts when no user is given
         self._clock_offset = 0.0
         self._inflight = 0  # REST requests being handled
 
-        # the application, its bot user and one guild with one channel
+        # the application, its bot user and the default guild with one channel (more
+        # guilds: WorldMixin.add_guild)
         self.application_id = self._ids.next()
         self.bot_user = User(self.application_id, bot_name, bot=True)
         self.owner = User(self._ids.next(), "guild-owner")
-        gid = self._ids.next()
-        self.guild = Guild(gid, guild_name, owner_id=self.owner.id)
-        self.guild.roles[gid] = Role(gid, "@everyone", Perm.EVERYONE_DEFAULT, position=0)
-        self.bot_role = Role(self._ids.next(), bot_name, Perm.BOT_DEFAULT, position=1, managed=True)
-        self.guild.roles[self.bot_role.id] = self.bot_role
-        self.guild.members[self.owner.id] = Member(self.owner, [])
-        self.guild.members[self.bot_user.id] = Member(self.bot_user, [self.bot_role])
-        self.channel = Channel(self._ids.next(), channel_name, gid, position=0)
-        self.guild.channels[self.channel.id] = self.channel
+        self.guilds: dict[int, Guild] = {}
+        self.guild = self._new_guild(self._ids.next(), guild_name, channel_name)
+        self.bot_role = next(r for r in self.guild.roles.values() if r.managed)
+        self.channel = self.guild.system_channel
 
         self.gateway = Gateway(self)
+
+    def _new_guild(self, guild_id: int, name: str, channel_name: str) -> Guild:
+        """A guild the bot has joined: @everyone, the bot's managed role, the owner and
+        the bot as members, one text channel."""
+        guild = Guild(guild_id, name, owner_id=self.owner.id)
+        guild.roles[guild_id] = Role(guild_id, "@everyone", Perm.EVERYONE_DEFAULT, position=0)
+        bot_role = Role(
+            self._ids.next(), self.bot_user.name, Perm.BOT_DEFAULT, position=1, managed=True
+        )
+        guild.roles[bot_role.id] = bot_role
+        guild.members[self.owner.id] = Member(self.owner, [])
+        guild.members[self.bot_user.id] = Member(self.bot_user, [bot_role])
+        channel = Channel(self._ids.next(), channel_name, guild_id, position=0)
+        guild.channels[channel.id] = channel
+        guild.system_channel_id = channel.id
+        self.guilds[guild_id] = guild
+        return guild
 
     # ------------------------------------------------------------------ addresses
     @property
