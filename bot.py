@@ -23,11 +23,11 @@ import discord
 from discord.ext import commands
 
 import cogs
+from api import WebServer, WebServerError, create_web_app
 from cogs._common import BotTree
+from cogs._discord_endpoints import point_discord_at
 from services.app import Services, build_services
-from services.discord_endpoints import point_discord_at
 from services.settings import Settings, SettingsError, configure_logging, load_settings
-from services.web import WebServer, WebServerError, create_web_app
 
 log = logging.getLogger("bot")
 

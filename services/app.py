@@ -1,6 +1,6 @@
 """The shared resources of one process, built once and handed to every front end.
 
-The Discord bot (``bot.py`` and ``cogs/``) and the HTTP API (``services/web.py``) both
+The Discord bot (``bot.py`` and ``cogs/``) and the HTTP API (``api/``) both
 work through this container; nothing in it knows about Discord.
 """
 
