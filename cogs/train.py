@@ -280,25 +280,18 @@ class Train(commands.Cog):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
         self.notifier = DiscordTrainingNotifier(bot)
-        self._tracker: asyncio.Task[None] | None = None
 
     @property
     def service(self) -> TrainingService:
         return self.bot.services.trainings
 
     async def cog_load(self) -> None:
+        """Lend the tracker (run by ``BotApp``) the Discord notifier."""
         self.bot.add_dynamic_items(CancelTrainingButton, UseModelButton)
         self.service.notifier = self.notifier
-        self._tracker = asyncio.create_task(self._track(), name="training-tracker")
 
     async def cog_unload(self) -> None:
-        if self._tracker is not None:
-            self._tracker.cancel()
         self.service.notifier = None
-
-    async def _track(self) -> None:
-        await self.bot.wait_until_ready()
-        await self.service.run_tracker()
 
     @app_commands.command(name="train", description="Train a FLUX LoRA on a zip of your photos")
     @app_commands.describe(

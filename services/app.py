@@ -16,6 +16,7 @@ from services.replicate_service import ReplicateService
 from services.settings import Settings
 from services.store import Store, open_store
 from services.training import TrainingService
+from services.webhook_dispatch import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class Services:
     store: Store
     generations: GenerationService
     trainings: TrainingService
+    webhooks: WebhookDispatcher
 
     async def aclose(self) -> None:
         await self.replicate.aclose()
@@ -47,11 +49,13 @@ async def build_services(settings: Settings, http: aiohttp.ClientSession) -> Ser
     except BaseException:
         await store.close()
         raise
+    trainings = TrainingService(settings, replicate, store)
     return Services(
         settings=settings,
         http=http,
         replicate=replicate,
         store=store,
         generations=GenerationService(settings, replicate, store),
-        trainings=TrainingService(settings, replicate, store),
+        trainings=trainings,
+        webhooks=WebhookDispatcher(replicate, store, trainings),
     )

@@ -1,4 +1,5 @@
-"""LoRA trainings: checks, start, tracking (webhooks and polling) and the final notice.
+"""LoRA trainings: checks, start, tracking (polling, and the webhooks that
+:mod:`services.webhook_dispatch` routes here) and the final notice.
 
 Every training is in the store from the moment it exists on Replicate, and tracking reads
 the store, so a restart (even after SIGKILL) picks up every unfinished job. The final
@@ -10,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,6 @@ from services.errors import LimitReached, PermissionRefused, UserFacingError
 from services.replicate_service import ReplicateService, ReplicateServiceError, TrainingState
 from services.settings import Settings
 from services.store import NewTraining, Store, Training
-from services.webhooks import WebhookVerificationError, verify_webhook
 from services.zipcheck import ZipLimits, ZipReport, check_zip_async
 
 log = logging.getLogger(__name__)
@@ -367,31 +366,6 @@ class TrainingService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_backoff or interval)
 
-    # -- webhooks ----------------------------------------------------------------
-
-    async def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> str:
-        """Verify and apply one delivery: a training's, or the end of a prediction this
-        process follows. Raises WebhookVerificationError (-> 401)."""
-        secret = await self.replicate.webhook_secret()
-        verify_webhook(headers, body, secret)
-        try:
-            payload = json.loads(body)
-            training_id = payload["id"]
-        except (ValueError, KeyError, TypeError):
-            return "ignored"
-        if self.replicate.offer_prediction(payload):
-            return "applied"  # repeats are harmless: a finished prediction is no longer followed
-        webhook_id = headers.get("webhook-id", "")
-        if not await self.store.record_webhook(webhook_id, datetime.now(UTC)):
-            return "duplicate"
-        training = await self.store.get_training_by_replicate_id(str(training_id))
-        if training is None:
-            self.replicate.keep_early_delivery(payload)
-            return "unknown"
-        state = self.replicate.training_state_from_payload(payload)
-        await self.apply(training, state, webhook=True)
-        return "applied"
-
 
 def _state_of(training: Training) -> TrainingState:
     return TrainingState(
@@ -414,7 +388,6 @@ __all__ = [
     "StartedTraining",
     "TrainingNotifier",
     "TrainingService",
-    "WebhookVerificationError",
     "check_names",
     "eta_seconds",
     "progress_bar",

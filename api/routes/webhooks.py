@@ -23,7 +23,7 @@ async def replicate_webhook(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
     body = await read_body(request, MAX_WEBHOOK_BODY)
     try:
-        outcome = await services.trainings.handle_webhook(request.headers, body)
+        outcome = await services.webhooks.handle(request.headers, body)
     except WebhookVerificationError as exc:
         log.info("webhook refused: %s", exc)
         return problem(401, "Unauthorized", "Missing, invalid or stale webhook signature.")
