@@ -15,7 +15,7 @@ import logging
 import pkgutil
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 import discord
@@ -28,6 +28,9 @@ from cogs._discord_endpoints import point_discord_at
 from services.app import Services, build_services
 from services.background import BackgroundWork
 from services.settings import Settings, SettingsError, configure_logging, load_settings
+
+if TYPE_CHECKING:
+    from cogs.generate import Generate
 
 log = logging.getLogger("bot")
 
@@ -47,6 +50,14 @@ class ImageBot(commands.Bot):
         )
         self.services = services
         self.settings: Settings = services.settings
+
+    @property
+    def generate_cog(self) -> Generate:
+        """The /generate cog, which buttons and modals of other cogs start jobs through."""
+        cog = self.get_cog("Generate")
+        if cog is None:
+            raise RuntimeError("the Generate cog is not loaded")
+        return cast("Generate", cog)
 
     async def setup_hook(self) -> None:
         for module in pkgutil.iter_modules(cogs.__path__):

@@ -14,7 +14,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._common import DynamicButton, IdButton, Refused
+from cogs._buttons import CancelJobButton, OwnedJob, may_act
+from cogs._common import DynamicButton, IdButton, Refused, bot_of, user_key
 from services.errors import UserFacingError
 from services.generation import INTERRUPTED, MAX_SEED, GenerationService, JobState, Outcome
 from services.replicate_service import ReplicateServiceError
@@ -39,12 +40,8 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 EMBED_PROMPT = 1000
 
 
-def user_key(user: discord.abc.User) -> str:
-    return f"discord:{user.id}"
-
-
 def service_of(interaction: discord.Interaction) -> GenerationService:
-    return interaction.client.services.generations  # type: ignore[attr-defined]
+    return bot_of(interaction).services.generations
 
 
 async def limits_allow(interaction: discord.Interaction) -> bool:
@@ -126,40 +123,33 @@ class GenButton(IdButton):
     prefix = "gen"
 
 
-class CancelButton(GenButton, DynamicButton, template=r"gen:cancel:(?P<id>[\w-]+)"):
-    action, label, style = "cancel", "Cancel", discord.ButtonStyle.danger
+class CancelButton(
+    GenButton, CancelJobButton, DynamicButton, template=r"gen:cancel:(?P<id>[\w-]+)"
+):
+    label = "Cancel"
+    refusal_text = "Only the person who asked for these images can cancel them."
 
-    async def run(self, interaction: discord.Interaction) -> None:
-        service = service_of(interaction)
-        generation = await service.store.get_generation(self.job_id)
-        if generation is None:
-            await interaction.response.send_message("This job no longer exists.", ephemeral=True)
-            return
-        if generation.user_id != interaction.user.id:
-            await interaction.response.send_message(
-                "Only the person who asked for these images can cancel them.", ephemeral=True
-            )
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        if await service.cancel(self.job_id):
-            await interaction.followup.send("Canceled.", ephemeral=True)
-        else:
-            await interaction.followup.send("This job has already finished.", ephemeral=True)
+    async def find(self, interaction: discord.Interaction) -> OwnedJob | None:
+        return await service_of(interaction).get(self.job_id)
+
+    async def cancel(self, interaction: discord.Interaction) -> str:
+        if await service_of(interaction).cancel(self.job_id):
+            return "Canceled."
+        return "This job has already finished."
 
 
 class RerollButton(GenButton, DynamicButton, template=r"gen:reroll:(?P<id>[\w-]+)"):
     action, label, style, emoji = "reroll", "Reroll", discord.ButtonStyle.primary, "🎲"
 
     async def run(self, interaction: discord.Interaction) -> None:
-        cog: Generate = interaction.client.get_cog("Generate")  # type: ignore[assignment, attr-defined]
-        await cog.reroll(interaction, self.job_id)
+        await bot_of(interaction).generate_cog.reroll(interaction, self.job_id)
 
 
 class DetailsButton(GenButton, DynamicButton, template=r"gen:details:(?P<id>[\w-]+)"):
     action, label = "details", "Details"
 
     async def run(self, interaction: discord.Interaction) -> None:
-        generation = await service_of(interaction).store.get_generation(self.job_id)
+        generation = await service_of(interaction).get(self.job_id)
         if generation is None:
             await interaction.response.send_message("This job no longer exists.", ephemeral=True)
             return
@@ -170,9 +160,9 @@ class DeleteButton(GenButton, DynamicButton, template=r"gen:delete:(?P<id>[\w-]+
     action, label, style, emoji = "delete", "Delete", discord.ButtonStyle.danger, "🗑️"
 
     async def run(self, interaction: discord.Interaction) -> None:
-        generation = await service_of(interaction).store.get_generation(self.job_id)
-        owner = generation is not None and generation.user_id == interaction.user.id
-        if not (owner or interaction.permissions.manage_messages):
+        generation = await service_of(interaction).get(self.job_id)
+        owner_id = generation.user_id if generation is not None else None
+        if not may_act(interaction, owner_id, "manage_messages"):
             await interaction.response.send_message(
                 "Only the person who asked for these images, or someone with Manage Messages, "
                 "can delete them.",
@@ -340,21 +330,16 @@ class Generate(commands.Cog):
         return [app_commands.Choice(name=label, value=value[:100]) for label, value in choices]
 
     async def reroll(self, interaction: discord.Interaction, gen_id: str) -> None:
-        original = await self.service.store.get_generation(gen_id)
-        if original is None:
+        again = await self.service.reroll_of(gen_id)
+        if again is None:
             await interaction.response.send_message("This job no longer exists.", ephemeral=True)
             return
-        params = original.params
-        prompt = original.prompt
-        trigger = params.get("trigger_word")
-        if params.get("trigger_prepended") and trigger:
-            prompt = prompt.removeprefix(f"{trigger} ")
         await self.begin(
             interaction,
-            prompt=prompt,
-            model=original.model,
-            aspect_ratio=params.get("aspect_ratio", "1:1"),
-            count=params.get("count", 1),
+            prompt=again.prompt,
+            model=again.model,
+            aspect_ratio=again.aspect_ratio,
+            count=again.count,
         )
 
     async def deliver(self, interaction: discord.Interaction, generation: Generation) -> None:
@@ -445,9 +430,7 @@ class Generate(commands.Cog):
                 view=view,
             )
         if message is not None:
-            await self.service.store.update_generation(
-                outcome.generation.id, result_message_id=message.id
-            )
+            await self.service.record_result_message(outcome.generation.id, message.id)
 
     async def _post_to_channel(
         self,
@@ -497,9 +480,7 @@ class Generate(commands.Cog):
                 view=result_view(generation.id),
             )
             if message is not None:
-                await self.service.store.update_generation(
-                    generation.id, result_message_id=message.id
-                )
+                await self.service.record_result_message(generation.id, message.id)
             return
         stopped = outcome.generation
         prompt = discord.utils.escape_markdown(stopped.prompt[:200])

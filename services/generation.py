@@ -68,6 +68,16 @@ class JobState:
 Listener = Callable[[JobState], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Reroll:
+    """What to ask for to make a job's images again (with a new seed)."""
+
+    prompt: str
+    model: str
+    aspect_ratio: str
+    count: int
+
+
 @dataclass
 class Outcome:
     generation: Generation
@@ -307,6 +317,33 @@ class GenerationService:
                 source=source,
                 owner=self.settings.instance_id,
             )
+        )
+
+    async def get(self, gen_id: str) -> Generation | None:
+        return await self.store.get_generation(gen_id)
+
+    async def record_result_message(self, gen_id: str, message_id: int) -> None:
+        """Remember the message that shows the job's images."""
+        await self.store.update_generation(gen_id, result_message_id=message_id)
+
+    async def reroll_of(self, gen_id: str) -> Reroll | None:
+        """The job's request as its requester made it, to run again; None if it is gone.
+
+        A trigger word the bot added to the prompt is taken out again: the new job adds
+        it anew if the model still needs it."""
+        original = await self.store.get_generation(gen_id)
+        if original is None:
+            return None
+        params = original.params
+        prompt = original.prompt
+        trigger = params.get("trigger_word")
+        if params.get("trigger_prepended") and trigger:
+            prompt = prompt.removeprefix(f"{trigger} ")
+        return Reroll(
+            prompt=prompt,
+            model=original.model,
+            aspect_ratio=params.get("aspect_ratio", "1:1"),
+            count=params.get("count", 1),
         )
 
     async def run(

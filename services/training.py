@@ -148,6 +148,16 @@ class TrainingService:
             )
         return f"{owner}/{model_name}"
 
+    def check_upload(self, file_name: str, size: int) -> None:
+        """Refuse, before it is downloaded, a file that cannot be a training zip."""
+        limit_mb = self.settings.max_train_zip_mb
+        if not file_name.lower().endswith(".zip"):
+            raise UserFacingError(f"`{file_name}` is not a .zip file. Attach a zip of photos.")
+        if size > limit_mb * 1024 * 1024:
+            raise UserFacingError(
+                f"`{file_name}` is {size / 1024 / 1024:.0f} MB; the limit is {limit_mb} MB."
+            )
+
     async def check_zip(self, path: Path, declared_size: int | None = None) -> ZipReport:
         report = await check_zip_async(path, self.zip_limits, declared_size=declared_size)
         if not report.ok:
@@ -225,6 +235,19 @@ class TrainingService:
         )
         self._wake.set()
         return StartedTraining(training, report, created_model)
+
+    async def get(self, local_id: str) -> Training | None:
+        return await self.store.get_training(local_id)
+
+    async def recent(
+        self, *, guild_id: int | None, user_id: int | None, limit: int = 15
+    ) -> list[Training]:
+        """The newest trainings of a server (of one member, when ``user_id`` is given)."""
+        return await self.store.recent_trainings(guild_id=guild_id, user_id=user_id, limit=limit)
+
+    async def record_status_message(self, local_id: str, message_id: int) -> None:
+        """Remember the message that shows the training's progress."""
+        await self.store.update_training(local_id, status_message_id=message_id)
 
     @property
     def webhook_url(self) -> str | None:
@@ -312,7 +335,7 @@ class TrainingService:
             log.exception("status message update failed for training %s", training.id)
             return
         if message_id is not None and message_id != training.status_message_id:
-            await self.store.update_training(training.id, status_message_id=message_id)
+            await self.record_status_message(training.id, message_id)
 
     async def _notify(self, training: Training) -> None:
         if self.notifier is None or training.channel_id is None:
