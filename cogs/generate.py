@@ -21,6 +21,7 @@ from services.generation import INTERRUPTED, MAX_SEED, GenerationService, JobSta
 from services.replicate_service import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
 from services.store import Generation
+from services.tasks import spawn
 
 if TYPE_CHECKING:
     from bot import ImageBot
@@ -82,7 +83,7 @@ class ProgressMessage:
         self._pending = text
         if self._task is None or self._task.done():
             wait = max(self._last + EDIT_INTERVAL - time.monotonic(), delay)
-            self._task = asyncio.create_task(self._flush_later(wait))
+            self._task = spawn(self._flush_later(wait), name=f"progress-{self.interaction.id}")
 
     async def _flush_later(self, wait: float) -> None:
         """Edits run in their own task so that the job never waits for Discord."""
@@ -250,7 +251,7 @@ class Generate(commands.Cog):
         interrupted = await self.service.interrupted_jobs()
         if interrupted:
             log.info("resuming %d generations left by a previous run", len(interrupted))
-            self._recovery = asyncio.create_task(self._recover(interrupted))
+            self._recovery = spawn(self._recover(interrupted), name="generation-recovery")
 
     async def cog_unload(self) -> None:
         if self._recovery is not None:
@@ -371,7 +372,7 @@ class Generate(commands.Cog):
                 if state is not None and state.phase == "generating":
                     await progress.show(partial(progress_text, state))
 
-        tick = asyncio.create_task(ticker())
+        tick = spawn(ticker(), name=f"progress-ticker-{generation.id}")
         try:
             outcome = await self.service.run(
                 generation,

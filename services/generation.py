@@ -29,6 +29,7 @@ from services.replicate_service import (
 )
 from services.settings import ASPECT_RATIOS, Settings
 from services.store import Generation, NewGeneration, Store
+from services.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,8 @@ class FairQueue:
 
     def _announce(self) -> None:
         total = self.waiting
-        for index, (_key, watcher) in enumerate(list(self._watchers.items())):
-            asyncio.get_running_loop().create_task(watcher(index + 1, total))
+        for index, (key, watcher) in enumerate(list(self._watchers.items())):
+            spawn(watcher(index + 1, total), name=f"queue-position-{key}")
 
 
 class GenerationService:
