@@ -129,7 +129,7 @@ class BotApp:
         self.http = aiohttp.ClientSession()
         try:
             self.services = await build_services(self.settings, self.http)
-            await self.services.generations.settle_interrupted_api_jobs()
+            await self.services.recovery.settle_interrupted_api_jobs()
             if self.settings.web_enabled or self.http_only:
                 self.web = WebServer(
                     create_web_app(self.services, discord_status=self.discord_connected),

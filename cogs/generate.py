@@ -248,7 +248,7 @@ class Generate(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(CancelButton, RerollButton, DetailsButton, DeleteButton)
-        interrupted = await self.service.interrupted_jobs()
+        interrupted = await self.bot.services.recovery.interrupted_jobs()
         if interrupted:
             log.info("resuming %d generations left by a previous run", len(interrupted))
             self._recovery = spawn(self._recover(interrupted), name="generation-recovery")
@@ -305,7 +305,7 @@ class Generate(commands.Cog):
             await limits_allow(interaction)
         await interaction.response.defer(thinking=True)
         try:
-            resolved = await self.service.resolve_model(model, interaction.guild_id)
+            resolved = await self.service.models.resolve(model, interaction.guild_id)
             generation = await self.service.create(
                 user_key=user_key(interaction.user),
                 prompt=prompt,
@@ -327,7 +327,7 @@ class Generate(commands.Cog):
     async def model_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        choices = await self.service.model_choices(interaction.guild_id, current)
+        choices = await self.service.models.choices(interaction.guild_id, current)
         return [app_commands.Choice(name=label, value=value[:100]) for label, value in choices]
 
     async def reroll(self, interaction: discord.Interaction, gen_id: str) -> None:
@@ -464,7 +464,7 @@ class Generate(commands.Cog):
 
     async def _recover_one(self, generation: Generation) -> None:
         try:
-            outcome = await self.service.resume(
+            outcome = await self.bot.services.recovery.resume(
                 generation, size_limit=DEFAULT_UPLOAD_LIMIT, total_limit=REQUEST_LIMIT - 512 * 1024
             )
         except Exception:

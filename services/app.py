@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from services.generation import GenerationService
+from services.generation_recovery import GenerationRecovery
 from services.replicate_service import ReplicateService
 from services.settings import Settings
 from services.store import Store, open_store
@@ -28,6 +29,7 @@ class Services:
     replicate: ReplicateService
     store: Store
     generations: GenerationService
+    recovery: GenerationRecovery
     trainings: TrainingService
     webhooks: WebhookDispatcher
 
@@ -49,13 +51,15 @@ async def build_services(settings: Settings, http: aiohttp.ClientSession) -> Ser
     except BaseException:
         await store.close()
         raise
+    generations = GenerationService(settings, replicate, store)
     trainings = TrainingService(settings, replicate, store)
     return Services(
         settings=settings,
         http=http,
         replicate=replicate,
         store=store,
-        generations=GenerationService(settings, replicate, store),
+        generations=generations,
+        recovery=GenerationRecovery(generations),
         trainings=trainings,
         webhooks=WebhookDispatcher(replicate, store, trainings),
     )

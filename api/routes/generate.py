@@ -44,7 +44,7 @@ async def generate(request: web.Request) -> web.Response:
     deadline = asyncio.timeout(GENERATE_TIMEOUT)
     try:
         await generations.check_limits(key)
-        model = await generations.resolve_model(model_name, guild_id=None)
+        model = await generations.models.resolve(model_name, guild_id=None)
         generation = await generations.create(
             user_key=key,
             prompt=prompt,
