@@ -3,7 +3,7 @@ that shares the process's services (limits, quotas, store) with the Discord fron
 
 Routes and answers are described in ``api/openapi.json``, served at ``GET /openapi.json``.
 
-- ``GET /ping``, ``GET /healthz``, ``GET /openapi.json``: open.
+- ``GET /ping``, ``GET /healthz``, ``GET /openapi.json``, ``GET /docs`` (Swagger UI): open.
 - ``POST /webhooks/replicate``: authenticated by the delivery's signature.
 - ``/image/...``: ``Authorization: Bearer <API_TOKEN>`` (:mod:`api.auth`).
 

@@ -15,7 +15,7 @@ from http import HTTPStatus
 from aiohttp import web
 
 from services.errors import LimitReached, PermissionRefused, UserFacingError
-from services.replicate_service import (
+from services.replicate import (
     GenerationCanceled,
     InvalidInputError,
     InvalidModelError,

@@ -11,8 +11,9 @@ from aiohttp import web
 
 from api.keys import DISCORD_STATUS_KEY, SERVICES_KEY, UPLOADS_KEY
 from api.problems import problem_middleware
+from api.routes.docs import add_docs_routes
 from api.routes.generate import generate
-from api.routes.health import healthz, openapi, ping
+from api.routes.health import OPENAPI_PATH, healthz, openapi, ping
 from api.routes.train import train
 from api.routes.trainings import cancel_training, get_training
 from api.routes.webhooks import MAX_WEBHOOK_BODY, replicate_webhook
@@ -41,6 +42,7 @@ def create_web_app(
     app.router.add_post("/image/train", train)
     app.router.add_get("/image/train/{id}", get_training, allow_head=False)
     app.router.add_post("/image/train/{id}/cancel", cancel_training)
+    add_docs_routes(app, OPENAPI_PATH)
     return app
 
 

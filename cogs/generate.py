@@ -18,7 +18,7 @@ from cogs._buttons import CancelJobButton, OwnedJob, may_act
 from cogs._common import DynamicButton, IdButton, Refused, bot_of, user_key
 from services.errors import UserFacingError
 from services.generation import INTERRUPTED, MAX_SEED, GenerationService, JobState, Outcome
-from services.replicate_service import ReplicateServiceError
+from services.replicate import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
 from services.store import Generation
 from services.tasks import spawn

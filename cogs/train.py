@@ -21,7 +21,7 @@ from discord.ext import commands
 from cogs._buttons import CancelJobButton, OwnedJob
 from cogs._common import DynamicButton, IdButton, Refused, bot_of, report_error, user_key
 from services.errors import UserFacingError
-from services.replicate_service import ReplicateServiceError
+from services.replicate import ReplicateServiceError
 from services.store import Training
 from services.training import TrainingService, check_names, eta_seconds, progress_bar
 from services.zipcheck import ZipCheckError, download_to_file

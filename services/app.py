@@ -13,7 +13,7 @@ import aiohttp
 
 from services.generation import GenerationService
 from services.generation_recovery import GenerationRecovery
-from services.replicate_service import ReplicateService
+from services.replicate import ReplicateService
 from services.settings import Settings
 from services.store import Store, open_store
 from services.training import TrainingService

@@ -2,7 +2,7 @@
 
 Who may generate now is decided in :mod:`services.generation_limits`; which job gets a
 free slot, in :mod:`services.fair_queue`; which models may be used, in
-:mod:`services.models`; what becomes of jobs a restart interrupted, in
+:mod:`services.model_catalog`; what becomes of jobs a restart interrupted, in
 :mod:`services.generation_recovery`.
 
 Shared by the Discord front end (``cogs/generate.py``) and the HTTP API. Job state is
@@ -25,8 +25,8 @@ from services.errors import UserFacingError
 from services.fair_queue import FairQueue
 from services.generation_limits import GenerationLimits
 from services.images import FittedImage, fit_image
-from services.models import ModelCatalog, ResolvedModel
-from services.replicate_service import (
+from services.model_catalog import ModelCatalog, ResolvedModel
+from services.replicate import (
     GenerationCanceled,
     GenerationResult,
     Progress,

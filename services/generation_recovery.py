@@ -14,7 +14,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from services.generation import INTERRUPTED, GenerationService, Outcome
-from services.replicate_service import GenerationCanceled, ReplicateServiceError
+from services.replicate import GenerationCanceled, ReplicateServiceError
 from services.store import Generation
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.errors import LimitReached, PermissionRefused, UserFacingError
-from services.replicate_service import ReplicateService, ReplicateServiceError, TrainingState
+from services.replicate import ReplicateService, ReplicateServiceError, TrainingState
 from services.settings import Settings
 from services.store import NewTraining, Store, Training
 from services.zipcheck import ZipLimits, ZipReport, check_zip_async

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-from services.replicate_service import ReplicateService
+from services.replicate import ReplicateService
 from services.store import Store
 from services.training import TrainingService
 from services.webhooks import verify_webhook

@@ -13,6 +13,7 @@ from tests.emulators.discord import DiscordEmulator, Message, Perm
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness
 from tests.helpers.ports import free_port
+from tests.helpers.store import recent_generations
 
 NSFW_FLUX = (
     "All generated images contained NSFW content. Try running it again with a different prompt."
@@ -56,7 +57,7 @@ async def test_images_arrive_as_attachments_that_decode(
     assert {cid.split(":")[1] for cid in button_ids(message)} == {"reroll", "details", "delete"}
     assert replicate_emu.last_prediction_input["num_outputs"] == 4
     assert replicate_emu.last_prediction_input["prompt"] == "a red fox"
-    generation = (await running.services.store.recent_generations(limit=1))[0]
+    generation = (await recent_generations(running.services.store, limit=1))[0]
     assert generation.status == "succeeded"
     assert generation.prediction_id == replicate_emu.last_prediction.id
     assert generation.predict_time is not None
@@ -139,14 +140,14 @@ async def test_reroll_of_a_trained_model_adds_its_trigger_word_once(
         "generate", options={"prompt": "a cat", "model": f"{replicate_emu.username}/my-cat"}
     )
     message = await handle.wait_original(has_images(1), timeout=10)
-    first = (await running.services.store.recent_generations(limit=1))[0]
+    first = (await recent_generations(running.services.store, limit=1))[0]
     again = await running.services.generations.reroll_of(first.id)
     assert again is not None and again.prompt == "a cat" and again.model == first.model
     press = await discord_emu.press(message, button(message, "reroll"), user=handle.user)
     await press.wait_original(has_images(1), timeout=10)
     assert replicate_emu.counts["predictions_created"] == 2
     assert replicate_emu.last_prediction_input["prompt"] == "MITTENS a cat"
-    second = (await running.services.store.recent_generations(limit=1))[0]
+    second = (await recent_generations(running.services.store, limit=1))[0]
     assert second.id != first.id and second.params["trigger_prepended"]
 
 
@@ -167,7 +168,7 @@ async def test_nsfw_refusal_is_explained(
     message = await handle.wait_original(lambda m: m.content.startswith("❌"), timeout=10)
     assert "NSFW" in message.content or "safety" in message.content.lower()
     assert not message.attachments
-    generation = (await running.services.store.recent_generations(limit=1))[0]
+    generation = (await recent_generations(running.services.store, limit=1))[0]
     assert generation.status == "failed"
 
 
@@ -296,7 +297,7 @@ async def test_cancel_while_queued(
     await replicate_emu.complete_prediction(prediction.id)
     await first.wait_original(has_images(1), timeout=10)
     assert replicate_emu.counts["predictions_created"] == 1
-    statuses = {g.prompt: g.status for g in await harness.services.store.recent_generations()}
+    statuses = {g.prompt: g.status for g in await recent_generations(harness.services.store)}
     assert statuses == {"a": "succeeded", "b": "canceled"}
 
 
@@ -311,7 +312,7 @@ async def test_cancel_while_running_cancels_on_replicate(
     await press.first_response()
     await handle.wait_original(lambda m: "Canceled" in m.content, timeout=5)
     assert replicate_emu.last_prediction.status == "canceled"
-    generation = (await running.services.store.recent_generations(limit=1))[0]
+    generation = (await recent_generations(running.services.store, limit=1))[0]
     assert generation.status == "canceled"
 
 

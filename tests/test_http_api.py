@@ -27,7 +27,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from api import OPENAPI_PATH, api_user_key, bodies
 from bot import BotApp
-from services.replicate_service import ReplicateService
+from services.replicate import ReplicateService
 from services.settings import load_settings
 from services.store import NewGeneration, open_store
 from tests.emulators.discord import DiscordEmulator

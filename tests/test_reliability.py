@@ -30,6 +30,7 @@ from tests.emulators.discord import DiscordEmulator, InteractionHandle, Message,
 from tests.emulators.replicate import NSFW_OFFICIAL, ReplicateEmulator
 from tests.harness import BotHarness, BotProcess, bot_env
 from tests.helpers import zips
+from tests.helpers.store import recent_generations
 from tests.test_train import (
     FAST,
     is_notice,
@@ -144,7 +145,7 @@ async def test_replicate_down_for_longer_than_the_outage_limit_is_reported(
     replicate_emu.error_next("GET", PREDICTION, status=500, count=100)
     message = await handle.wait_original(lambda m: m.content.startswith("❌"), timeout=10)
     assert "Replicate" in message.content
-    generation = (await harness.services.store.recent_generations(limit=1))[0]
+    generation = (await recent_generations(harness.services.store, limit=1))[0]
     assert generation.status == "failed"
 
 

@@ -30,7 +30,7 @@ from api.problems import SERVICE_ERRORS, Problem, retry_after, service_problem
 from api.routes.trainings import training_object
 from api.train_files import TrainFileError, TrainFileNotFound, copy_train_file, too_large_text
 from services.app import Services
-from services.replicate_service import ReplicateServiceError
+from services.replicate import ReplicateServiceError
 from services.zipcheck import ZipTooLarge, download_to_file
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from api.keys import SERVICES_KEY, USER_KEY
 from api.problems import Problem
 from services.app import Services
 from services.errors import UserFacingError
-from services.replicate_service import ReplicateServiceError, TrainingState, parse_model_ref
+from services.replicate import ReplicateServiceError, TrainingState, parse_model_ref
 from services.store import Training
 from services.training import FINAL
 
@@ -41,6 +41,8 @@ async def cancel_training(request: web.Request) -> web.Response:
     if training.status not in FINAL:
         try:
             training = await services.trainings.cancel(training.id)
+        except ReplicateServiceError:
+            raise
         except UserFacingError as exc:
             raise Problem(409, exc.user_message) from None
     return web.json_response(training_object(services, training, None))

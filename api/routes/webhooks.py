@@ -10,7 +10,7 @@ from aiohttp import web
 from api.bodies import read_body
 from api.keys import SERVICES_KEY
 from api.problems import Problem, problem
-from services.replicate_service import ReplicateServiceError
+from services.replicate import ReplicateServiceError
 from services.webhooks import WebhookVerificationError
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.errors import UserFacingError
-from services.replicate_service import ReplicateServiceError, parse_model_ref
+from services.replicate import ReplicateServiceError, parse_model_ref
 from services.settings import Settings
 from services.store import Store
 

@@ -1,0 +1,95 @@
+"""Store queries that only tests need, run on a store's own engine layer.
+
+Typical use::
+
+    from tests.helpers.store import PostgresCompiler, recent_generations
+
+    [newest] = await recent_generations(harness.services.store, limit=1)
+    store = Store(PostgresCompiler())  # statements compiled for PostgreSQL, never run
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.store import Generation, Store
+from services.store.engine import Database
+from services.store.generations import to_generation
+from services.store.schema import generations_table
+from services.store.writer import WriteOp
+
+
+async def recent_generations(
+    store: Store, *, user_key: str | None = None, limit: int = 10
+) -> list[Generation]:
+    """Newest first; all users unless ``user_key`` is given."""
+    t = generations_table
+    query = sa.select(t).order_by(t.c.created_at.desc(), t.c.id).limit(limit)
+    if user_key is not None:
+        query = query.where(t.c.user_key == user_key)
+    async with store.db.tx() as conn:
+        return [to_generation(r) for r in await conn.execute(query)]
+
+
+class PostgresCompiler(Database):
+    """A PostgreSQL :class:`Database` that compiles every statement instead of running it.
+
+    Lets tests check the PostgreSQL SQL of each store method without a server: reads find
+    nothing, updates match no row, and an insert returns the row it was given.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            create_async_engine("postgresql+asyncpg://compile-only/none"), serialize_all=False
+        )
+        #: Each statement's SQL, in order.
+        self.sql: list[str] = []
+
+    def compile(self, stmt: Any, params: dict[str, Any] | None = None) -> None:
+        compiled = stmt.compile(
+            dialect=self.engine.dialect,
+            column_keys=list(params) if params else None,
+            compile_kwargs={"render_postcompile": True},
+        )
+        self.sql.append(" ".join(str(compiled).split()))
+
+    @contextlib.asynccontextmanager
+    async def tx(self, *, write: bool = False) -> AsyncIterator[Any]:
+        yield _CompilingConnection(self)
+
+    async def write(self, op: WriteOp) -> Any:
+        self.compile(op.stmt, op.params)
+        if op.result == "rowcount":
+            return False
+        if op.result == "first":
+            return None
+        values = op.params or {}
+        return SimpleNamespace(_mapping={c.name: values.get(c.name) for c in op.stmt.table.c})
+
+
+class _CompilingConnection:
+    def __init__(self, db: PostgresCompiler) -> None:
+        self._db = db
+
+    async def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> Any:
+        self._db.compile(stmt, params)
+        return _NoRows()
+
+    async def scalar(self, stmt: Any, params: dict[str, Any] | None = None) -> None:
+        self._db.compile(stmt, params)
+
+
+class _NoRows:
+    rowcount = 0
+
+    def first(self) -> None:
+        return None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
