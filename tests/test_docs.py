@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import pytest
 
-from services.web_docs import CONTENT_SECURITY_POLICY
+from api.routes.docs import CONTENT_SECURITY_POLICY
 from tests.emulators.replicate import ReplicateEmulator
 from tests.test_http_api import TOKEN, ApiServer
 
@@ -166,7 +166,7 @@ async def test_unknown_docs_files_are_not_served(
         "/docs/index.html",
         "/docs/index.j2",
         "/docs/swagger-ui-bundle.js.map",
-        "/docs/../services/api_openapi.json",
+        "/docs/../api/openapi.json",
         "/docs/%2e%2e/bot.py",
     ):
         async with http.get(base_url + path) as response:

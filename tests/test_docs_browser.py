@@ -34,7 +34,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from services.web import OPENAPI_PATH
+from api import OPENAPI_PATH
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import ROOT, BotProcess
 from tests.helpers import zips

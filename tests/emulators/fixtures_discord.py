@@ -8,7 +8,7 @@ import discord.gateway
 import discord.http
 import pytest
 
-from services.discord_endpoints import point_discord_at
+from cogs._discord_endpoints import point_discord_at
 from tests.emulators.discord import DiscordEmulator
 
 
