@@ -2,7 +2,7 @@
 
 One aiohttp server answers the REST API under ``/api/v10`` and the gateway websocket at
 ``/gateway``; the real discord.py talks to it over real sockets once
-``services.discord_endpoints.point_discord_at(emu.api_base, emu.gateway_url)`` has run.
+``cogs._discord_endpoints.point_discord_at(emu.api_base, emu.gateway_url)`` has run.
 Every REST exchange is validated against Discord's OpenAPI document (see
 ``tests/emulators/spec.py``), so the emulator's own answers must be spec-complete too.
 
