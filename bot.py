@@ -9,25 +9,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import pkgutil
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 import discord
 from discord.ext import commands
 
 import cogs
+from api import WebServer, WebServerError, create_web_app
 from cogs._common import BotTree
+from cogs._discord_endpoints import point_discord_at
 from services.app import Services, build_services
-from services.discord_endpoints import point_discord_at
+from services.background import BackgroundWork
 from services.settings import Settings, SettingsError, configure_logging, load_settings
-from services.web import WebServer, WebServerError, create_web_app
+
+if TYPE_CHECKING:
+    from cogs.generate import Generate
 
 log = logging.getLogger("bot")
 
@@ -47,6 +50,14 @@ class ImageBot(commands.Bot):
         )
         self.services = services
         self.settings: Settings = services.settings
+
+    @property
+    def generate_cog(self) -> Generate:
+        """The /generate cog, which buttons and modals of other cogs start jobs through."""
+        cog = self.get_cog("Generate")
+        if cog is None:
+            raise RuntimeError("the Generate cog is not loaded")
+        return cast("Generate", cog)
 
     async def setup_hook(self) -> None:
         for module in pkgutil.iter_modules(cogs.__path__):
@@ -94,8 +105,10 @@ class BotApp:
     """Everything one process runs: the shared services and the bot on top of them.
 
     ``python bot.py`` and the tests both start the bot through this class. With
-    ``http_only`` there is no bot: the web server always runs, and trainings are tracked
-    here instead of by the training cog."""
+    ``http_only`` there is no bot and the web server always runs. In both modes the
+    background work (training tracker, webhook-id pruning) is started here; with the bot,
+    the tracker starts once the bot is ready, to send its notices through the training
+    cog's notifier."""
 
     def __init__(self, settings: Settings, *, http_only: bool = False) -> None:
         self.settings = settings
@@ -105,7 +118,7 @@ class BotApp:
         self.bot: ImageBot | None = None
         self.bot_task: asyncio.Task[None] | None = None
         self.web: WebServer | None = None
-        self.tracker_task: asyncio.Task[None] | None = None
+        self.background: BackgroundWork | None = None
 
     def discord_connected(self) -> bool | None:
         if self.bot is None:
@@ -116,7 +129,7 @@ class BotApp:
         self.http = aiohttp.ClientSession()
         try:
             self.services = await build_services(self.settings, self.http)
-            await self.services.generations.settle_interrupted_api_jobs()
+            await self.services.recovery.settle_interrupted_api_jobs()
             if self.settings.web_enabled or self.http_only:
                 self.web = WebServer(
                     create_web_app(self.services, discord_status=self.discord_connected),
@@ -124,14 +137,14 @@ class BotApp:
                     self.settings.web_port,
                 )
                 await self.web.start()
+            self.background = BackgroundWork(self.services)
             if self.http_only:
-                self.tracker_task = asyncio.create_task(
-                    self.services.trainings.run_tracker(), name="training-tracker"
-                )
+                self.background.start()
                 return
             assert self.settings.discord_token is not None
             self.bot = create_bot(self.services)
             await self.bot.__aenter__()
+            self.background.start(before_tracking=self.bot.wait_until_ready)
             self.bot_task = asyncio.create_task(
                 self.bot.start(self.settings.discord_token.get_secret_value()), name="bot"
             )
@@ -144,11 +157,9 @@ class BotApp:
         if self.web is not None:
             await self.web.stop()
             self.web = None
-        if self.tracker_task is not None:
-            self.tracker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.tracker_task
-            self.tracker_task = None
+        if self.background is not None:
+            await self.background.stop()
+            self.background = None
         if self.services is not None:
             await self.services.generations.shutdown(self.settings.shutdown_grace_seconds)
         if self.bot is not None:

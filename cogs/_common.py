@@ -5,13 +5,26 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+if TYPE_CHECKING:
+    from bot import ImageBot
+
 log = logging.getLogger(__name__)
+
+
+def bot_of(interaction: discord.Interaction) -> ImageBot:
+    """The bot that received ``interaction`` (its services, its cogs)."""
+    return interaction.client  # type: ignore[return-value]
+
+
+def user_key(user: discord.abc.User) -> str:
+    """The key under which a Discord user's quotas and records are kept."""
+    return f"discord:{user.id}"
 
 
 class Refused(app_commands.CheckFailure):

@@ -14,12 +14,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._common import DynamicButton, IdButton, Refused
+from cogs._buttons import CancelJobButton, OwnedJob, may_act
+from cogs._common import DynamicButton, IdButton, Refused, bot_of, user_key
 from services.errors import UserFacingError
 from services.generation import INTERRUPTED, MAX_SEED, GenerationService, JobState, Outcome
-from services.replicate_service import ReplicateServiceError
+from services.replicate import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
 from services.store import Generation
+from services.tasks import spawn
 
 if TYPE_CHECKING:
     from bot import ImageBot
@@ -39,12 +41,8 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 EMBED_PROMPT = 1000
 
 
-def user_key(user: discord.abc.User) -> str:
-    return f"discord:{user.id}"
-
-
 def service_of(interaction: discord.Interaction) -> GenerationService:
-    return interaction.client.services.generations  # type: ignore[attr-defined]
+    return bot_of(interaction).services.generations
 
 
 async def limits_allow(interaction: discord.Interaction) -> bool:
@@ -85,7 +83,7 @@ class ProgressMessage:
         self._pending = text
         if self._task is None or self._task.done():
             wait = max(self._last + EDIT_INTERVAL - time.monotonic(), delay)
-            self._task = asyncio.create_task(self._flush_later(wait))
+            self._task = spawn(self._flush_later(wait), name=f"progress-{self.interaction.id}")
 
     async def _flush_later(self, wait: float) -> None:
         """Edits run in their own task so that the job never waits for Discord."""
@@ -126,40 +124,33 @@ class GenButton(IdButton):
     prefix = "gen"
 
 
-class CancelButton(GenButton, DynamicButton, template=r"gen:cancel:(?P<id>[\w-]+)"):
-    action, label, style = "cancel", "Cancel", discord.ButtonStyle.danger
+class CancelButton(
+    GenButton, CancelJobButton, DynamicButton, template=r"gen:cancel:(?P<id>[\w-]+)"
+):
+    label = "Cancel"
+    refusal_text = "Only the person who asked for these images can cancel them."
 
-    async def run(self, interaction: discord.Interaction) -> None:
-        service = service_of(interaction)
-        generation = await service.store.get_generation(self.job_id)
-        if generation is None:
-            await interaction.response.send_message("This job no longer exists.", ephemeral=True)
-            return
-        if generation.user_id != interaction.user.id:
-            await interaction.response.send_message(
-                "Only the person who asked for these images can cancel them.", ephemeral=True
-            )
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        if await service.cancel(self.job_id):
-            await interaction.followup.send("Canceled.", ephemeral=True)
-        else:
-            await interaction.followup.send("This job has already finished.", ephemeral=True)
+    async def find(self, interaction: discord.Interaction) -> OwnedJob | None:
+        return await service_of(interaction).get(self.job_id)
+
+    async def cancel(self, interaction: discord.Interaction) -> str:
+        if await service_of(interaction).cancel(self.job_id):
+            return "Canceled."
+        return "This job has already finished."
 
 
 class RerollButton(GenButton, DynamicButton, template=r"gen:reroll:(?P<id>[\w-]+)"):
     action, label, style, emoji = "reroll", "Reroll", discord.ButtonStyle.primary, "🎲"
 
     async def run(self, interaction: discord.Interaction) -> None:
-        cog: Generate = interaction.client.get_cog("Generate")  # type: ignore[assignment, attr-defined]
-        await cog.reroll(interaction, self.job_id)
+        await bot_of(interaction).generate_cog.reroll(interaction, self.job_id)
 
 
 class DetailsButton(GenButton, DynamicButton, template=r"gen:details:(?P<id>[\w-]+)"):
     action, label = "details", "Details"
 
     async def run(self, interaction: discord.Interaction) -> None:
-        generation = await service_of(interaction).store.get_generation(self.job_id)
+        generation = await service_of(interaction).get(self.job_id)
         if generation is None:
             await interaction.response.send_message("This job no longer exists.", ephemeral=True)
             return
@@ -170,9 +161,9 @@ class DeleteButton(GenButton, DynamicButton, template=r"gen:delete:(?P<id>[\w-]+
     action, label, style, emoji = "delete", "Delete", discord.ButtonStyle.danger, "🗑️"
 
     async def run(self, interaction: discord.Interaction) -> None:
-        generation = await service_of(interaction).store.get_generation(self.job_id)
-        owner = generation is not None and generation.user_id == interaction.user.id
-        if not (owner or interaction.permissions.manage_messages):
+        generation = await service_of(interaction).get(self.job_id)
+        owner_id = generation.user_id if generation is not None else None
+        if not may_act(interaction, owner_id, "manage_messages"):
             await interaction.response.send_message(
                 "Only the person who asked for these images, or someone with Manage Messages, "
                 "can delete them.",
@@ -257,10 +248,10 @@ class Generate(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(CancelButton, RerollButton, DetailsButton, DeleteButton)
-        interrupted = await self.service.interrupted_jobs()
+        interrupted = await self.bot.services.recovery.interrupted_jobs()
         if interrupted:
             log.info("resuming %d generations left by a previous run", len(interrupted))
-            self._recovery = asyncio.create_task(self._recover(interrupted))
+            self._recovery = spawn(self._recover(interrupted), name="generation-recovery")
 
     async def cog_unload(self) -> None:
         if self._recovery is not None:
@@ -314,7 +305,7 @@ class Generate(commands.Cog):
             await limits_allow(interaction)
         await interaction.response.defer(thinking=True)
         try:
-            resolved = await self.service.resolve_model(model, interaction.guild_id)
+            resolved = await self.service.models.resolve(model, interaction.guild_id)
             generation = await self.service.create(
                 user_key=user_key(interaction.user),
                 prompt=prompt,
@@ -336,25 +327,20 @@ class Generate(commands.Cog):
     async def model_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        choices = await self.service.model_choices(interaction.guild_id, current)
+        choices = await self.service.models.choices(interaction.guild_id, current)
         return [app_commands.Choice(name=label, value=value[:100]) for label, value in choices]
 
     async def reroll(self, interaction: discord.Interaction, gen_id: str) -> None:
-        original = await self.service.store.get_generation(gen_id)
-        if original is None:
+        again = await self.service.reroll_of(gen_id)
+        if again is None:
             await interaction.response.send_message("This job no longer exists.", ephemeral=True)
             return
-        params = original.params
-        prompt = original.prompt
-        trigger = params.get("trigger_word")
-        if params.get("trigger_prepended") and trigger:
-            prompt = prompt.removeprefix(f"{trigger} ")
         await self.begin(
             interaction,
-            prompt=prompt,
-            model=original.model,
-            aspect_ratio=params.get("aspect_ratio", "1:1"),
-            count=params.get("count", 1),
+            prompt=again.prompt,
+            model=again.model,
+            aspect_ratio=again.aspect_ratio,
+            count=again.count,
         )
 
     async def deliver(self, interaction: discord.Interaction, generation: Generation) -> None:
@@ -386,7 +372,7 @@ class Generate(commands.Cog):
                 if state is not None and state.phase == "generating":
                     await progress.show(partial(progress_text, state))
 
-        tick = asyncio.create_task(ticker())
+        tick = spawn(ticker(), name=f"progress-ticker-{generation.id}")
         try:
             outcome = await self.service.run(
                 generation,
@@ -445,9 +431,7 @@ class Generate(commands.Cog):
                 view=view,
             )
         if message is not None:
-            await self.service.store.update_generation(
-                outcome.generation.id, result_message_id=message.id
-            )
+            await self.service.record_result_message(outcome.generation.id, message.id)
 
     async def _post_to_channel(
         self,
@@ -480,7 +464,7 @@ class Generate(commands.Cog):
 
     async def _recover_one(self, generation: Generation) -> None:
         try:
-            outcome = await self.service.resume(
+            outcome = await self.bot.services.recovery.resume(
                 generation, size_limit=DEFAULT_UPLOAD_LIMIT, total_limit=REQUEST_LIMIT - 512 * 1024
             )
         except Exception:
@@ -497,9 +481,7 @@ class Generate(commands.Cog):
                 view=result_view(generation.id),
             )
             if message is not None:
-                await self.service.store.update_generation(
-                    generation.id, result_message_id=message.id
-                )
+                await self.service.record_result_message(generation.id, message.id)
             return
         stopped = outcome.generation
         prompt = discord.utils.escape_markdown(stopped.prompt[:200])

@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from services.replicate_service import ReplicateServiceError
+from services.replicate import ReplicateServiceError
 
 if TYPE_CHECKING:
     from bot import ImageBot

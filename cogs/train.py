@@ -18,9 +18,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._common import DynamicButton, IdButton, Refused, report_error
+from cogs._buttons import CancelJobButton, OwnedJob
+from cogs._common import DynamicButton, IdButton, Refused, bot_of, report_error, user_key
 from services.errors import UserFacingError
-from services.replicate_service import ReplicateServiceError
+from services.replicate import ReplicateServiceError
 from services.store import Training
 from services.training import TrainingService, check_names, eta_seconds, progress_bar
 from services.zipcheck import ZipCheckError, download_to_file
@@ -47,11 +48,7 @@ STATUS_WORDS = {
 
 
 def service_of(interaction: discord.Interaction) -> TrainingService:
-    return interaction.client.services.trainings  # type: ignore[attr-defined]
-
-
-def user_key(user: discord.abc.User) -> str:
-    return f"discord:{user.id}"
+    return bot_of(interaction).services.trainings
 
 
 def duration(seconds: float) -> str:
@@ -101,32 +98,24 @@ class TrainButton(IdButton):
     prefix = "train"
 
 
-class CancelTrainingButton(TrainButton, DynamicButton, template=r"train:cancel:(?P<id>[\w-]+)"):
-    action, label, style = "cancel", "Cancel training", discord.ButtonStyle.danger
+class CancelTrainingButton(
+    TrainButton, CancelJobButton, DynamicButton, template=r"train:cancel:(?P<id>[\w-]+)"
+):
+    label = "Cancel training"
+    gone_text = "This training no longer exists."
+    refusal_text = (
+        "Only the person who started this training, or someone with Manage Server, can cancel it."
+    )
+    moderator_permission = "manage_guild"
 
-    async def run(self, interaction: discord.Interaction) -> None:
-        service = service_of(interaction)
-        training = await service.store.get_training(self.job_id)
-        if training is None:
-            await interaction.response.send_message(
-                "This training no longer exists.", ephemeral=True
-            )
-            return
-        if training.user_id != interaction.user.id and not interaction.permissions.manage_guild:
-            await interaction.response.send_message(
-                "Only the person who started this training, or someone with Manage Server, "
-                "can cancel it.",
-                ephemeral=True,
-            )
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        updated = await service.cancel(self.job_id)
-        text = (
-            "Training canceled."
-            if updated.status == "canceled"
-            else (f"This training has already ended ({updated.status}).")
-        )
-        await interaction.followup.send(text, ephemeral=True)
+    async def find(self, interaction: discord.Interaction) -> OwnedJob | None:
+        return await service_of(interaction).get(self.job_id)
+
+    async def cancel(self, interaction: discord.Interaction) -> str:
+        updated = await service_of(interaction).cancel(self.job_id)
+        if updated.status == "canceled":
+            return "Training canceled."
+        return f"This training has already ended ({updated.status})."
 
 
 class UseModelButton(TrainButton, DynamicButton, template=r"train:use:(?P<id>[\w-]+)"):
@@ -138,7 +127,7 @@ class UseModelButton(TrainButton, DynamicButton, template=r"train:use:(?P<id>[\w
     )
 
     async def run(self, interaction: discord.Interaction) -> None:
-        training = await service_of(interaction).store.get_training(self.job_id)
+        training = await service_of(interaction).get(self.job_id)
         if training is None or training.status != "succeeded":
             await interaction.response.send_message(
                 "This model is not ready to use.", ephemeral=True
@@ -162,8 +151,7 @@ class PromptModal(discord.ui.Modal, title="Generate with your model"):
         self.prompt.placeholder = f"a photo of {training.trigger_word} …"[:100]
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Generate")  # type: ignore[attr-defined]
-        await cog.begin(  # type: ignore[union-attr]
+        await bot_of(interaction).generate_cog.begin(
             interaction, prompt=self.prompt.value, model=self.training.model_ref
         )
 
@@ -261,18 +249,11 @@ async def train_allowed(interaction: discord.Interaction) -> bool:
     try:
         check_names(str(namespace.trigger_word or ""), str(namespace.model_name or ""))
         await service.check_limits(user_key(interaction.user), interaction.guild_id)
+        attachment = namespace.images
+        if isinstance(attachment, discord.Attachment):
+            service.check_upload(attachment.filename, attachment.size)
     except UserFacingError as exc:
         raise Refused(exc.user_message) from None
-    attachment = namespace.images
-    if isinstance(attachment, discord.Attachment):
-        limit_mb = service.settings.max_train_zip_mb
-        if not attachment.filename.lower().endswith(".zip"):
-            raise Refused(f"`{attachment.filename}` is not a .zip file. Attach a zip of photos.")
-        if attachment.size > limit_mb * 1024 * 1024:
-            raise Refused(
-                f"`{attachment.filename}` is {attachment.size / 1024 / 1024:.0f} MB; "
-                f"the limit is {limit_mb} MB."
-            )
     return True
 
 
@@ -280,25 +261,18 @@ class Train(commands.Cog):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
         self.notifier = DiscordTrainingNotifier(bot)
-        self._tracker: asyncio.Task[None] | None = None
 
     @property
     def service(self) -> TrainingService:
         return self.bot.services.trainings
 
     async def cog_load(self) -> None:
+        """Lend the tracker (run by ``BotApp``) the Discord notifier."""
         self.bot.add_dynamic_items(CancelTrainingButton, UseModelButton)
         self.service.notifier = self.notifier
-        self._tracker = asyncio.create_task(self._track(), name="training-tracker")
 
     async def cog_unload(self) -> None:
-        if self._tracker is not None:
-            self._tracker.cancel()
         self.service.notifier = None
-
-    async def _track(self) -> None:
-        await self.bot.wait_until_ready()
-        await self.service.run_tracker()
 
     @app_commands.command(name="train", description="Train a FLUX LoRA on a zip of your photos")
     @app_commands.describe(
@@ -341,7 +315,7 @@ class Train(commands.Cog):
     ) -> None:
         service = self.service
         zip_path = folder / "images.zip"
-        limit = service.settings.max_train_zip_mb * 1024 * 1024
+        limit = service.zip_limits.max_zip_bytes
         async with self.bot.services.http.get(images.url) as response:
             if response.status != 200:
                 raise UserFacingError("I could not download the attachment. Try again.")
@@ -365,7 +339,7 @@ class Train(commands.Cog):
         training = started.training
         message_id = await self.notifier.status_changed(training)
         if message_id is not None:
-            await service.store.update_training(training.id, status_message_id=message_id)
+            await service.record_status_message(training.id, message_id)
         lines = [
             f"✅ Training of **{training.model_ref}** started with "
             f"{started.report.image_count} images. I'll post progress in this channel and "
@@ -379,7 +353,7 @@ class Train(commands.Cog):
     @app_commands.guild_only()
     async def trainings(self, interaction: discord.Interaction) -> None:
         everyone = interaction.permissions.manage_guild
-        rows = await self.service.store.recent_trainings(
+        rows = await self.service.recent(
             guild_id=interaction.guild_id,
             user_id=None if everyone else interaction.user.id,
             limit=15,

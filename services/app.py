@@ -1,6 +1,6 @@
 """The shared resources of one process, built once and handed to every front end.
 
-The Discord bot (``bot.py`` and ``cogs/``) and the HTTP API (``services/web.py``) both
+The Discord bot (``bot.py`` and ``cogs/``) and the HTTP API (``api/``) both
 work through this container; nothing in it knows about Discord.
 """
 
@@ -12,10 +12,12 @@ from dataclasses import dataclass
 import aiohttp
 
 from services.generation import GenerationService
-from services.replicate_service import ReplicateService
+from services.generation_recovery import GenerationRecovery
+from services.replicate import ReplicateService
 from services.settings import Settings
 from services.store import Store, open_store
 from services.training import TrainingService
+from services.webhook_dispatch import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,9 @@ class Services:
     replicate: ReplicateService
     store: Store
     generations: GenerationService
+    recovery: GenerationRecovery
     trainings: TrainingService
+    webhooks: WebhookDispatcher
 
     async def aclose(self) -> None:
         await self.replicate.aclose()
@@ -47,11 +51,15 @@ async def build_services(settings: Settings, http: aiohttp.ClientSession) -> Ser
     except BaseException:
         await store.close()
         raise
+    generations = GenerationService(settings, replicate, store)
+    trainings = TrainingService(settings, replicate, store)
     return Services(
         settings=settings,
         http=http,
         replicate=replicate,
         store=store,
-        generations=GenerationService(settings, replicate, store),
-        trainings=TrainingService(settings, replicate, store),
+        generations=generations,
+        recovery=GenerationRecovery(generations),
+        trainings=trainings,
+        webhooks=WebhookDispatcher(replicate, store, trainings),
     )

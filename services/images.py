@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 
 from PIL import Image, ImageOps, features
 
-from services.zipcheck import sniff_format
+from services.sniff import sniff_content_type
 
 __all__ = ["MIN_LIMIT_BYTES", "FittedImage", "fit_image", "sniff_content_type"]
 
@@ -38,14 +38,6 @@ class FittedImage:
     reencoded: bool
     width: int
     height: int
-
-
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-
-
-def sniff_content_type(data: bytes) -> str | None:
-    """MIME type of PNG, JPEG, WebP or GIF data, judged by magic bytes only."""
-    return _MIME.get(sniff_format(data[:64]) or "")
 
 
 def _webp_available() -> bool:

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from services.replicate_service import MODEL_REF, OWNER
+from services.model_refs import MODEL_REF, OWNER
 
 DEFAULT_TRAINER_VERSION = (
     "ostris/flux-dev-lora-trainer:e440909d3512c31646ee2e0c7d6f6f4923224863a6a10c494606e79fb5844497"

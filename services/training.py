@@ -1,4 +1,5 @@
-"""LoRA trainings: checks, start, tracking (webhooks and polling) and the final notice.
+"""LoRA trainings: checks, start, tracking (polling, and the webhooks that
+:mod:`services.webhook_dispatch` routes here) and the final notice.
 
 Every training is in the store from the moment it exists on Replicate, and tracking reads
 the store, so a restart (even after SIGKILL) picks up every unfinished job. The final
@@ -10,20 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from services.errors import LimitReached, PermissionRefused, UserFacingError
-from services.replicate_service import ReplicateService, ReplicateServiceError, TrainingState
+from services.replicate import ReplicateService, ReplicateServiceError, TrainingState
 from services.settings import Settings
 from services.store import NewTraining, Store, Training
-from services.webhooks import WebhookVerificationError, verify_webhook
 from services.zipcheck import ZipLimits, ZipReport, check_zip_async
 
 log = logging.getLogger(__name__)
@@ -149,6 +148,16 @@ class TrainingService:
             )
         return f"{owner}/{model_name}"
 
+    def check_upload(self, file_name: str, size: int) -> None:
+        """Refuse, before it is downloaded, a file that cannot be a training zip."""
+        limit_mb = self.settings.max_train_zip_mb
+        if not file_name.lower().endswith(".zip"):
+            raise UserFacingError(f"`{file_name}` is not a .zip file. Attach a zip of photos.")
+        if size > limit_mb * 1024 * 1024:
+            raise UserFacingError(
+                f"`{file_name}` is {size / 1024 / 1024:.0f} MB; the limit is {limit_mb} MB."
+            )
+
     async def check_zip(self, path: Path, declared_size: int | None = None) -> ZipReport:
         report = await check_zip_async(path, self.zip_limits, declared_size=declared_size)
         if not report.ok:
@@ -226,6 +235,19 @@ class TrainingService:
         )
         self._wake.set()
         return StartedTraining(training, report, created_model)
+
+    async def get(self, local_id: str) -> Training | None:
+        return await self.store.get_training(local_id)
+
+    async def recent(
+        self, *, guild_id: int | None, user_id: int | None, limit: int = 15
+    ) -> list[Training]:
+        """The newest trainings of a server (of one member, when ``user_id`` is given)."""
+        return await self.store.recent_trainings(guild_id=guild_id, user_id=user_id, limit=limit)
+
+    async def record_status_message(self, local_id: str, message_id: int) -> None:
+        """Remember the message that shows the training's progress."""
+        await self.store.update_training(local_id, status_message_id=message_id)
 
     @property
     def webhook_url(self) -> str | None:
@@ -313,7 +335,7 @@ class TrainingService:
             log.exception("status message update failed for training %s", training.id)
             return
         if message_id is not None and message_id != training.status_message_id:
-            await self.store.update_training(training.id, status_message_id=message_id)
+            await self.record_status_message(training.id, message_id)
 
     async def _notify(self, training: Training) -> None:
         if self.notifier is None or training.channel_id is None:
@@ -367,31 +389,6 @@ class TrainingService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_backoff or interval)
 
-    # -- webhooks ----------------------------------------------------------------
-
-    async def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> str:
-        """Verify and apply one delivery: a training's, or the end of a prediction this
-        process follows. Raises WebhookVerificationError (-> 401)."""
-        secret = await self.replicate.webhook_secret()
-        verify_webhook(headers, body, secret)
-        try:
-            payload = json.loads(body)
-            training_id = payload["id"]
-        except (ValueError, KeyError, TypeError):
-            return "ignored"
-        if self.replicate.offer_prediction(payload):
-            return "applied"  # repeats are harmless: a finished prediction is no longer followed
-        webhook_id = headers.get("webhook-id", "")
-        if not await self.store.record_webhook(webhook_id, datetime.now(UTC)):
-            return "duplicate"
-        training = await self.store.get_training_by_replicate_id(str(training_id))
-        if training is None:
-            self.replicate.keep_early_delivery(payload)
-            return "unknown"
-        state = self.replicate.training_state_from_payload(payload)
-        await self.apply(training, state, webhook=True)
-        return "applied"
-
 
 def _state_of(training: Training) -> TrainingState:
     return TrainingState(
@@ -414,7 +411,6 @@ __all__ = [
     "StartedTraining",
     "TrainingNotifier",
     "TrainingService",
-    "WebhookVerificationError",
     "check_names",
     "eta_seconds",
     "progress_bar",

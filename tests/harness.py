@@ -13,10 +13,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import discord.gateway
-import discord.http
-
 from bot import BotApp, ImageBot
+from cogs._discord_endpoints import discord_endpoints, point_discord_at
 from services.app import Services
 from services.settings import load_settings
 from tests.emulators.discord import DiscordEmulator
@@ -54,7 +52,7 @@ class BotHarness:
         self.emu = discord_emu
         self.env = dict(env)
         self.app: BotApp | None = None
-        self._saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+        self._saved = discord_endpoints()
 
     @property
     def bot(self) -> ImageBot:
@@ -78,7 +76,7 @@ class BotHarness:
         if self.app is not None:
             await self.app.close()
             self.app = None
-        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+        point_discord_at(*self._saved)
 
     async def restart(self, **overrides: str) -> ImageBot:
         await self.stop()

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, reject, settings
 from hypothesis import strategies as st
 
-from services.replicate_service import parse_model_ref
+from services.replicate import parse_model_ref
 from services.settings import Settings, SettingsError, load_settings
 from services.zipcheck import (
     IMAGE_EXTENSIONS,

@@ -124,6 +124,33 @@ async def test_trained_model_gets_its_trigger_word(
     assert "RUFUS" in fields["Trigger word"]
 
 
+async def test_reroll_of_a_trained_model_adds_its_trigger_word_once(
+    running: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
+) -> None:
+    model = replicate_emu.add_model(replicate_emu.username, "my-cat", with_version=True)
+    await running.services.store.upsert_model(
+        replicate_emu.username,
+        "my-cat",
+        guild_id=discord_emu.guild.id,
+        creator_key="discord:1",
+        trigger_word="MITTENS",
+        latest_version=next(iter(model.versions)),
+    )
+    handle = await discord_emu.slash(
+        "generate", options={"prompt": "a cat", "model": f"{replicate_emu.username}/my-cat"}
+    )
+    message = await handle.wait_original(has_images(1), timeout=10)
+    first = (await recent_generations(running.services.store, limit=1))[0]
+    again = await running.services.generations.reroll_of(first.id)
+    assert again is not None and again.prompt == "a cat" and again.model == first.model
+    press = await discord_emu.press(message, button(message, "reroll"), user=handle.user)
+    await press.wait_original(has_images(1), timeout=10)
+    assert replicate_emu.counts["predictions_created"] == 2
+    assert replicate_emu.last_prediction_input["prompt"] == "MITTENS a cat"
+    second = (await recent_generations(running.services.store, limit=1))[0]
+    assert second.id != first.id and second.params["trigger_prepended"]
+
+
 async def test_unknown_model_lists_valid_ones(
     running: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
 ) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from services.replicate_service import ReplicateService
+from services.replicate import ReplicateService
 from services.store import NewGeneration, open_store
 from tests.emulators.discord import DiscordEmulator, Message
 from tests.emulators.replicate import ReplicateEmulator

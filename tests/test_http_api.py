@@ -1,5 +1,5 @@
 """The HTTP API end to end: the real web server and the real replicate client against the
-Replicate emulator, every answer validated against ``services/api_openapi.json``."""
+Replicate emulator, every answer validated against ``api/openapi.json``."""
 
 from __future__ import annotations
 
@@ -25,12 +25,11 @@ from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from api import OPENAPI_PATH, api_user_key, bodies
 from bot import BotApp
-from services import web as web_module
-from services.replicate_service import ReplicateService
+from services.replicate import ReplicateService
 from services.settings import load_settings
 from services.store import NewGeneration, open_store
-from services.web import OPENAPI_PATH, api_user_key
 from tests.emulators.discord import DiscordEmulator
 from tests.emulators.replicate import NSFW_OFFICIAL, TRAINER_VERSION, ReplicateEmulator
 from tests.emulators.spec import OpenAPIRequest, OpenAPIResponse
@@ -381,7 +380,7 @@ async def test_generate_refuses_malformed_bodies(api: Api) -> None:
 
 
 async def test_oversized_bodies_are_refused(api: Api) -> None:
-    big = await api.generate(prompt="x" * (web_module.MAX_JSON_BODY + 10))
+    big = await api.generate(prompt="x" * (bodies.MAX_JSON_BODY + 10))
     assert big.status == 413
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -452,7 +451,7 @@ async def test_unexpected_error_is_a_500_problem_without_internals(
         raise RuntimeError("internal detail 42")
 
     monkeypatch.setattr(server.services.generations, "check_limits", broken)
-    with caplog.at_level(logging.ERROR, logger="services.web"):
+    with caplog.at_level(logging.ERROR, logger="api.problems"):
         answer = await api.generate(prompt="a cat")
     assert answer.status == 500
     assert "internal detail 42" not in answer.body.decode() and "Traceback" not in answer.detail
@@ -460,7 +459,7 @@ async def test_unexpected_error_is_a_500_problem_without_internals(
 
 
 async def test_a_slow_client_is_cut_off(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(web_module, "BODY_TIMEOUT", 0.2)
+    monkeypatch.setattr(bodies, "BODY_TIMEOUT", 0.2)
     head = await raw_exchange(
         api,
         b"POST /image/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

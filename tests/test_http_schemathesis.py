@@ -1,6 +1,6 @@
 """A bounded schemathesis run against the HTTP API, wired to the Replicate emulator.
 
-Every operation of ``services/api_openapi.json`` gets generated requests (valid and
+Every operation of ``api/openapi.json`` gets generated requests (valid and
 invalid ones) with a valid token; no answer may be a 5xx or differ from the document
 (status code, content type, headers, body)."""
 
@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.web import OPENAPI_PATH
+from api import OPENAPI_PATH
 from tests.emulators.replicate import ReplicateEmulator
 from tests.test_http_api import TOKEN, ApiServer
 

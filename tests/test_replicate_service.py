@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from services.replicate_service import (
+from services.replicate import (
     Account,
     AuthError,
     GenerationCanceled,

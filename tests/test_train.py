@@ -196,6 +196,28 @@ async def test_invalid_names_are_refused_with_the_rule(
     assert nothing_created(replicate_emu)
 
 
+async def test_an_attachment_that_cannot_be_a_training_zip_is_refused_before_download(
+    harness: BotHarness,
+    discord_emu: DiscordEmulator,
+    replicate_emu: ReplicateEmulator,
+    tmp_path: Path,
+) -> None:
+    await harness.start(MAX_TRAIN_ZIP_MB="1")
+    refusals = []
+    for name, data in (("photos.tar", b"x" * 100), ("photos.zip", b"x" * (1024 * 1024 + 1))):
+        handle = await discord_emu.slash(
+            "train",
+            options={"trigger_word": "TOK", "model_name": "ok"},
+            attachments={"images": (name, data)},
+        )
+        callback = await handle.first_response()
+        assert callback.data["flags"] & 64
+        refusals.append(callback.data["content"])
+    assert "`photos.tar` is not a .zip file" in refusals[0]
+    assert "the limit is 1 MB" in refusals[1]
+    assert nothing_created(replicate_emu)
+
+
 async def test_role_gate(
     harness: BotHarness,
     discord_emu: DiscordEmulator,

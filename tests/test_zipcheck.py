@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from services import zipcheck
 from services.zipcheck import (
     ZipCheckError,
     ZipLimits,
@@ -33,6 +32,10 @@ from services.zipcheck import (
     check_zip_async,
     download_to_file,
 )
+from services.zipcheck.archive import ArchiveChecker
+from services.zipcheck.entries import EntryChecker
+from services.zipcheck.reader import CHUNK
+from services.zipcheck.report import fmt_bytes
 from tests.helpers.zips import (
     Entry,
     bomb_entry,
@@ -387,7 +390,7 @@ def test_total_uncompressed_limit_is_declared_and_enforced(tmp_path: Path) -> No
     assert report.problems[0].startswith("Unpacked, the files would take ")
     assert report.problems[0].endswith("(This can be a sign of a zip bomb.)")
     assert report.problems[-1] == (
-        f"Checking stopped: the unpacked files went over the {zipcheck._fmt_bytes(cap)} limit. "
+        f"Checking stopped: the unpacked files went over the {fmt_bytes(cap)} limit. "
         "(This can be a sign of a zip bomb.)"
     )
 
@@ -467,7 +470,7 @@ def test_reader_stops_when_an_entry_yields_more_than_declared(
         "`big.jpg`: contains more data than the zip says it does, so it was not read further "
         "(the zip is damaged or was made to trick the checker)."
     )
-    assert served <= zipcheck._CHUNK
+    assert served <= CHUNK
 
 
 def test_crc_mismatch(tmp_path: Path) -> None:
@@ -735,7 +738,7 @@ def test_unexpected_errors_become_entry_problems(
     def boom(*args: object) -> None:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(zipcheck._Checker, "_check_image", boom)
+    monkeypatch.setattr(EntryChecker, "check_image", boom)
     path = valid_training_zip(tmp_path / "z.zip", n=2, captions=False)
     report = check_zip(path)
     assert report.problems == [
@@ -750,7 +753,7 @@ def test_unexpected_global_error_becomes_a_problem(
     def boom(*args: object) -> None:
         raise RuntimeError("surprise")
 
-    monkeypatch.setattr(zipcheck._Checker, "_classify", boom)
+    monkeypatch.setattr(ArchiveChecker, "classify", boom)
     report = check_zip(valid_training_zip(tmp_path / "z.zip", n=1))
     assert only(report) == "The zip could not be checked completely because it is damaged."
 

@@ -8,7 +8,7 @@ import discord.gateway
 import discord.http
 import pytest
 
-from services.discord_endpoints import point_discord_at
+from cogs._discord_endpoints import point_discord_at
 from tests.emulators.discord import DiscordEmulator
 
 
@@ -18,7 +18,8 @@ async def discord_emu() -> AsyncIterator[DiscordEmulator]:
 
     At teardown the test fails if any REST exchange broke Discord's OpenAPI document,
     hit a route the emulator does not know (unless the test declared it with
-    ``emu.allow_unknown_route``), or crashed a handler of the emulator. Close any bot
+    ``emu.allow_unknown_route``), crashed a handler of the emulator, or if the bot broke
+    a sharding rule on the gateway (``emu.gateway_violations``). Close any bot
     that uses it before this runs: fixtures that depend on ``discord_emu`` are torn
     down first."""
     emu = DiscordEmulator()
@@ -29,6 +30,8 @@ async def discord_emu() -> AsyncIterator[DiscordEmulator]:
         await emu.close()
     emu.checker.assert_clean()
     assert not emu.internal_errors, f"the Discord emulator failed: {emu.internal_errors}"
+    broken = [str(v) for v in emu.gateway_violations]
+    assert not broken, f"the bot broke Discord's gateway rules: {broken}"
     unexpected = emu.unexpected_unknown_routes()
     assert not unexpected, f"the bot called routes the Discord emulator does not know: {unexpected}"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from services.replicate_service import ReplicateService
+from services.replicate import ReplicateService
 from tests.emulators.replicate import ReplicateEmulator, WebhookReceiver
 
 

@@ -22,3 +22,8 @@ def point_discord_at(api_base: str, gateway_url: str) -> None:
     websocket reads ``DEFAULT_GATEWAY`` when it connects or reconnects."""
     discord.http.Route.BASE = api_base.rstrip("/")
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+def discord_endpoints() -> tuple[str, str]:
+    """The REST base and gateway URL in use, to give back to :func:`point_discord_at`."""
+    return discord.http.Route.BASE, str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)

@@ -1,0 +1,15 @@
+"""The keys under which the web application and each request keep what handlers share."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import web
+
+from services.app import Services
+
+SERVICES_KEY: web.AppKey[Services] = web.AppKey("services", Services)
+DISCORD_STATUS_KEY: web.AppKey[Callable[[], bool | None]] = web.AppKey("discord_status")
+UPLOADS_KEY: web.AppKey[asyncio.Semaphore] = web.AppKey("uploads", asyncio.Semaphore)
+USER_KEY: web.RequestKey[str] = web.RequestKey("api_user_key", str)

@@ -1,0 +1,212 @@
+"""The one ``replicate.Client`` of the process, and the translation of its failures.
+
+Every call goes through :meth:`ReplicateApi.call`, which turns the client's exceptions
+into the domain errors of :mod:`services.replicate.errors` with the token redacted.
+Creates go through :meth:`ReplicateApi.create`, retried only after a 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+import aiohttp
+import httpx
+import replicate
+from replicate.exceptions import ReplicateError
+from replicate.pagination import Page
+from replicate.prediction import Prediction
+
+try:  # the replicate client validates responses with pydantic's v1 API
+    from pydantic.v1 import ValidationError as PydanticValidationError
+except ImportError:  # pragma: no cover - pydantic 1 installed directly
+    from pydantic import ValidationError as PydanticValidationError  # type: ignore[assignment]
+
+from services.http_transport import AiohttpTransport
+from services.replicate.errors import (
+    AuthError,
+    InvalidInputError,
+    ModelNotFoundError,
+    NotFoundError,
+    RateLimitedError,
+    ReplicateServiceError,
+    ReplicateUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A Retry-After longer than this is not slept through: the caller hears about the 429.
+MAX_RETRY_WAIT = 60.0
+
+# Response metadata that ReplicateError does not keep (Retry-After), recorded by an
+# httpx response hook into the holder of the call that is running in this context.
+_RESPONSE_META: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "replicate_response_meta", default=None
+)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return max(0.0, seconds)
+
+
+async def _record_response_meta(response: httpx.Response) -> None:
+    meta = _RESPONSE_META.get()
+    if meta is not None and response.status_code == 429:
+        meta["retry_after"] = _parse_retry_after(response.headers.get("Retry-After"))
+
+
+class ReplicateApi:
+    """The official client over aiohttp (see :mod:`services.http_transport`): the client
+    wraps the transport in its retry transport (GETs on 429/503/504 only).
+
+    ``session`` is called per request, so a session replaced or closed meanwhile is never
+    used. ``client`` is for the calls themselves, always awaited through :meth:`call`."""
+
+    def __init__(
+        self,
+        api_token: str,
+        *,
+        base_url: str,
+        request_timeout: float,
+        poll_interval: float,
+        max_create_retries: int,
+        session: Callable[[], aiohttp.ClientSession],
+    ) -> None:
+        self._token = api_token
+        self.max_create_retries = max_create_retries
+        self._timeout = httpx.Timeout(request_timeout, connect=min(10.0, request_timeout))
+        self._transport = AiohttpTransport(session)
+        self.client = replicate.Client(
+            api_token=api_token,
+            base_url=base_url,
+            timeout=self._timeout,
+            transport=self._transport,
+            event_hooks={
+                "request": [self._enforce_timeout],
+                "response": [_record_response_meta],
+            },
+        )
+        self.client.poll_interval = poll_interval
+
+    def __repr__(self) -> str:
+        return "ReplicateApi()"
+
+    async def _enforce_timeout(self, request: httpx.Request) -> None:
+        # The client sends creates and uploads with timeout=None, which httpx reads as
+        # "wait forever": a hung create would block its caller for good. httpx timeouts
+        # are per network operation (connect, each read, each write), so a long upload
+        # that keeps moving still completes.
+        request.extensions["timeout"] = self._timeout.as_dict()
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    # ------------------------------------------------------------------ predictions
+
+    async def get_prediction(self, prediction_id: str) -> Prediction:
+        return await self.call(
+            self.client.predictions.async_get(prediction_id), not_found=NotFoundError
+        )
+
+    async def list_predictions(self, cursor: str | None = None) -> Page[Prediction]:
+        """A page of the account's predictions, newest first; ``cursor`` is the ``next``
+        of the page before, None for the first page."""
+        listing = self.client.predictions
+        return await self.call(
+            listing.async_list() if cursor is None else listing.async_list(cursor)
+        )
+
+    # ------------------------------------------------------------------ calls
+
+    async def create(self, factory: Callable[[], Coroutine[Any, Any, T]], *, what: str) -> T:
+        """Run a create call, retrying only after a 429 (the server refused it, so
+        nothing was started). Timeouts and 5xx are never retried: they may have
+        started a paid job."""
+        attempt = 0
+        while True:
+            try:
+                return await self.call(factory())
+            except RateLimitedError as exc:
+                if attempt >= self.max_create_retries:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else 0.5 * 2**attempt
+                if wait > MAX_RETRY_WAIT:
+                    raise
+                attempt += 1
+                log.warning(
+                    "%s rate limited; retry %d/%d in %.2fs",
+                    what,
+                    attempt,
+                    self.max_create_retries,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+
+    async def call(
+        self,
+        coro: Coroutine[Any, Any, T],
+        *,
+        not_found: type[NotFoundError] = ModelNotFoundError,
+    ) -> T:
+        """Await one client call and translate every failure into a domain error."""
+        meta: dict[str, Any] = {}
+        token = _RESPONSE_META.set(meta)
+        try:
+            return await coro
+        except ReplicateError as exc:
+            raise self._api_error(exc, meta, not_found) from None
+        except httpx.TimeoutException as exc:
+            raise ReplicateUnavailable(f"request timed out ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise ReplicateUnavailable(f"request failed ({type(exc).__name__})") from exc
+        except PydanticValidationError as exc:
+            raise ReplicateUnavailable(
+                f"unexpected answer from Replicate: {self.redact(str(exc))[:300]}"
+            ) from None
+        finally:
+            _RESPONSE_META.reset(token)
+
+    def _api_error(
+        self, exc: ReplicateError, meta: Mapping[str, Any], not_found: type[NotFoundError]
+    ) -> ReplicateServiceError:
+        status = exc.status or 0
+        title = self.redact(exc.title or "")
+        detail = self.redact(exc.detail or title or f"HTTP {status}")
+        message = f"Replicate {status}: {title + ' - ' if title else ''}{detail}"
+        if status == 401:
+            return AuthError(message)
+        if status == 403:
+            return AuthError(
+                message, user_message="The bot's Replicate account is not allowed to do that."
+            )
+        if status == 404:
+            return not_found(message)
+        if status == 422:
+            text = f"{title} {detail}".lower()
+            if "invalid version" in text or "version does not exist" in text:
+                return ModelNotFoundError(message)
+            return InvalidInputError(detail)
+        if status == 429:
+            return RateLimitedError(message, retry_after=meta.get("retry_after"))
+        if status == 413:
+            return InvalidInputError(detail, user_message="The file is too large for Replicate.")
+        if status >= 500:
+            return ReplicateUnavailable(message)
+        return ReplicateServiceError(message)
+
+    def redact(self, text: str | None) -> str:
+        """``text`` without the API token."""
+        if not text:
+            return ""
+        return text.replace(self._token, "[redacted]")

@@ -1,0 +1,145 @@
+"""What the Replicate layer hands back (plain frozen dataclasses) and the pure parsers
+behind them: model references, trainer progress, timestamps."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.model_refs import MODEL_REF
+from services.replicate.errors import InvalidModelError
+
+DEFAULT_MODEL = "black-forest-labs/flux-schnell"
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+
+# tqdm-like progress: "label:  42%|####      | 420/1000 [05:01<06:55, 1.40it/s]"
+_TQDM = re.compile(r"(?:^|\s|:)(?P<pct>\d{1,3})%\|.*?\|\s*(?P<n>\d+)/(?P<total>\d+)")
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    owner: str
+    name: str
+    version: str | None = None
+
+    @property
+    def model(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.version}" if self.version else self.model
+
+
+@dataclass(frozen=True)
+class Progress:
+    prediction_id: str
+    status: str  # starting | processing | succeeded | failed | canceled
+    elapsed: float  # seconds since the prediction was created
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes = field(repr=False)
+    content_type: str
+    filename: str
+
+    def __repr__(self) -> str:
+        return (
+            f"GeneratedImage(filename={self.filename!r}, content_type={self.content_type!r}, "
+            f"size={len(self.data)})"
+        )
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[GeneratedImage]
+    seed: int | None
+    prediction_id: str
+    model: str
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    queue_seconds: float | None = None  # created -> started
+    total_seconds: float | None = None  # created -> completed
+    predict_time: float | None = None  # metrics.predict_time, what Replicate bills
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    id: str
+    url: str
+    size: int
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    id: str
+    status: str
+    step: int | None = None
+    total: int | None = None
+    version: str | None = None  # "owner/name:<64 hex>" once succeeded
+    weights: str | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    predict_time: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def parse_model_ref(ref: str) -> ModelRef:
+    """Split ``owner/name`` or ``owner/name:<64 hex version>``."""
+    match = MODEL_REF.fullmatch(ref.strip()) if isinstance(ref, str) else None
+    if not match:
+        raise InvalidModelError(f"invalid model reference: {str(ref)[:100]!r}")
+    return ModelRef(match["owner"], match["name"], match["version"])
+
+
+def parse_training_progress(logs: str | None) -> tuple[int, int] | None:
+    """The last ``n/N`` step of a tqdm-like progress line in trainer logs.
+
+    Lines whose label mentions training win over other bars (the trainer also shows
+    bars for loading checkpoint shards or captioning before it starts training)."""
+    if not logs:
+        return None
+    last_any: tuple[int, int] | None = None
+    last_train: tuple[int, int] | None = None
+    for line in re.split(r"[\r\n]+", logs):
+        for match in _TQDM.finditer(line):
+            n, total = int(match["n"]), int(match["total"])
+            if total <= 0 or n > total:
+                continue
+            last_any = (n, total)
+            if "train" in line[: match.start("pct")].lower():
+                last_train = (n, total)
+    return last_train or last_any
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A timestamp of Replicate's (ISO 8601, maybe with ``Z``), or None."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
