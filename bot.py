@@ -128,8 +128,10 @@ class BotApp:
     async def start(self) -> None:
         self.http = aiohttp.ClientSession()
         try:
-            self.services = await build_services(self.settings, self.http)
-            await self.services.recovery.settle_interrupted_api_jobs()
+            self.services = await build_services(
+                self.settings, self.http, with_discord=not self.http_only
+            )
+            await self.services.keeper.register()
             if self.settings.web_enabled or self.http_only:
                 self.web = WebServer(
                     create_web_app(self.services, discord_status=self.discord_connected),
@@ -140,11 +142,14 @@ class BotApp:
             self.background = BackgroundWork(self.services)
             if self.http_only:
                 self.background.start()
+                self.services.keeper.start()
                 return
             assert self.settings.discord_token is not None
             self.bot = create_bot(self.services)
             await self.bot.__aenter__()
             self.background.start(before_tracking=self.bot.wait_until_ready)
+            # After the cogs are loaded: they finish the Discord jobs it takes over.
+            self.services.keeper.start()
             self.bot_task = asyncio.create_task(
                 self.bot.start(self.settings.discord_token.get_secret_value()), name="bot"
             )
@@ -162,6 +167,7 @@ class BotApp:
             self.background = None
         if self.services is not None:
             await self.services.generations.shutdown(self.settings.shutdown_grace_seconds)
+            await self.services.keeper.stop(release=True)
         if self.bot is not None:
             await self.bot.close()
         if self.bot_task is not None:

@@ -17,7 +17,15 @@ from discord.ext import commands
 from cogs._buttons import CancelJobButton, OwnedJob, may_act
 from cogs._common import DynamicButton, IdButton, Refused, bot_of, user_key
 from services.errors import UserFacingError
-from services.generation import INTERRUPTED, MAX_SEED, GenerationService, JobState, Outcome
+from services.generation import (
+    HANDED_BACK,
+    INTERRUPTED,
+    MAX_SEED,
+    GenerationService,
+    JobState,
+    Outcome,
+    no_progress,
+)
 from services.replicate import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
 from services.store import Generation
@@ -43,14 +51,6 @@ EMBED_PROMPT = 1000
 
 def service_of(interaction: discord.Interaction) -> GenerationService:
     return bot_of(interaction).services.generations
-
-
-async def limits_allow(interaction: discord.Interaction) -> bool:
-    try:
-        await service_of(interaction).check_limits(user_key(interaction.user))
-    except UserFacingError as exc:
-        raise Refused(exc.user_message) from None
-    return True
 
 
 def progress_text(state: JobState) -> str:
@@ -240,7 +240,6 @@ def progress_view(gen_id: str) -> discord.ui.View:
 class Generate(commands.Cog):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
-        self._recovery: asyncio.Task[None] | None = None
 
     @property
     def service(self) -> GenerationService:
@@ -248,14 +247,10 @@ class Generate(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(CancelButton, RerollButton, DetailsButton, DeleteButton)
-        interrupted = await self.bot.services.recovery.interrupted_jobs()
-        if interrupted:
-            log.info("resuming %d generations left by a previous run", len(interrupted))
-            self._recovery = spawn(self._recover(interrupted), name="generation-recovery")
+        self.bot.services.adoption.on_discord_job = self.finish_adopted
 
     async def cog_unload(self) -> None:
-        if self._recovery is not None:
-            self._recovery.cancel()
+        self.bot.services.adoption.on_discord_job = None
 
     @app_commands.command(name="generate", description="Generate images from a prompt")
     @app_commands.describe(
@@ -269,7 +264,6 @@ class Generate(commands.Cog):
         aspect_ratio=[app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS]
     )
     @app_commands.checks.bot_has_permissions(attach_files=True)
-    @app_commands.check(limits_allow)
     async def generate(
         self,
         interaction: discord.Interaction,
@@ -286,7 +280,6 @@ class Generate(commands.Cog):
             aspect_ratio=aspect_ratio,
             count=count,
             seed=seed,
-            check=False,
         )
 
     async def begin(
@@ -298,12 +291,11 @@ class Generate(commands.Cog):
         aspect_ratio: str = "1:1",
         count: int = 1,
         seed: int | None = None,
-        check: bool = True,
     ) -> None:
-        """Start a generation from a command, a button or a modal, and see it through."""
-        if check:
-            await limits_allow(interaction)
-        await interaction.response.defer(thinking=True)
+        """Start a generation from a command, a button or a modal, and see it through.
+
+        The job is admitted (every limit checked and used up, in one step in the store)
+        before the answer, so that a refusal is a private reply and uses nothing up."""
         try:
             resolved = await self.service.models.resolve(model, interaction.guild_id)
             generation = await self.service.create(
@@ -319,8 +311,8 @@ class Generate(commands.Cog):
                 interaction_id=interaction.id,
             )
         except UserFacingError as exc:
-            await self._fail(interaction, exc.user_message)
-            return
+            raise Refused(exc.user_message) from None
+        await interaction.response.defer(thinking=True)
         await self.deliver(interaction, generation)
 
     @generate.autocomplete("model")
@@ -396,6 +388,9 @@ class Generate(commands.Cog):
         finally:
             tick.cancel()
         await progress.close()
+        if outcome.handed_back:
+            await self._fail(interaction, HANDED_BACK, icon="⏸️")
+            return
         if outcome.result is None:
             stopped = outcome.generation
             icon = "🛑" if stopped.status == "canceled" else "❌"
@@ -456,20 +451,26 @@ class Generate(commands.Cog):
             log.warning("could not post in channel %s: %s", channel_id, exc)
             return None
 
-    async def _recover(self, interrupted: list[Generation]) -> None:
-        """Finish what a previous process left: post the images of predictions that
-        finished meanwhile, and tell the requester about jobs that cannot be finished."""
+    async def finish_adopted(self, generation: Generation) -> None:
+        """Finish a job this process took over from one that is gone (or from its own
+        previous run): the interaction is not ours any more, so the result, or why there
+        is none, is posted in the channel."""
         await self.bot.wait_until_ready()
-        await asyncio.gather(*(self._recover_one(g) for g in interrupted))
-
-    async def _recover_one(self, generation: Generation) -> None:
+        limits = {"size_limit": DEFAULT_UPLOAD_LIMIT, "total_limit": REQUEST_LIMIT - 512 * 1024}
         try:
-            outcome = await self.bot.services.recovery.resume(
-                generation, size_limit=DEFAULT_UPLOAD_LIMIT, total_limit=REQUEST_LIMIT - 512 * 1024
-            )
-        except Exception:
-            log.exception("could not recover generation %s", generation.id)
-            return
+            if generation.status == "queued":
+                outcome = await self.service.run(generation, no_progress, **limits)
+            else:
+                outcome = await self.bot.services.adoption.follow(generation, **limits)
+        except ReplicateServiceError:
+            outcome = Outcome(await self.service.get(generation.id) or generation, None)
+        ended_elsewhere = outcome.result is None and outcome.generation.status in (
+            "succeeded",
+            "running",
+            "queued",
+        )
+        if outcome.handed_back or ended_elsewhere:
+            return  # handed back again, or finished by whoever posts it
         mention = f"<@{generation.user_id}>" if generation.user_id else ""
         if outcome.result is not None:
             message = await self._post_to_channel(

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from services.generation import GenerationService
-from services.generation_recovery import GenerationRecovery
+from services.generation import GenerationAdoption, GenerationService
+from services.ownership import LeaseKeeper, ProcessIdentity
 from services.replicate import ReplicateService
 from services.settings import Settings
 from services.store import Store, open_store
@@ -28,8 +28,9 @@ class Services:
     http: aiohttp.ClientSession
     replicate: ReplicateService
     store: Store
+    keeper: LeaseKeeper
     generations: GenerationService
-    recovery: GenerationRecovery
+    adoption: GenerationAdoption
     trainings: TrainingService
     webhooks: WebhookDispatcher
 
@@ -38,7 +39,12 @@ class Services:
         await self.store.close()
 
 
-async def build_services(settings: Settings, http: aiohttp.ClientSession) -> Services:
+async def build_services(
+    settings: Settings, http: aiohttp.ClientSession, *, with_discord: bool = True
+) -> Services:
+    """Open the store and build the services. ``with_discord``: this process runs the
+    Discord bot, so it can finish Discord jobs that it takes over (an HTTP-only process
+    leaves them to one that can)."""
     store = await open_store(settings.database_url)
     try:
         replicate = ReplicateService(
@@ -51,15 +57,28 @@ async def build_services(settings: Settings, http: aiohttp.ClientSession) -> Ser
     except BaseException:
         await store.close()
         raise
-    generations = GenerationService(settings, replicate, store)
-    trainings = TrainingService(settings, replicate, store)
+    if settings.instance_id is not None:
+        log.warning(
+            "INSTANCE_ID is no longer used and can be removed: each process owns its jobs "
+            "through leases in the store (see JOB_LEASE_SECONDS)"
+        )
+    keeper = LeaseKeeper(
+        store,
+        ProcessIdentity.current(),
+        lease_seconds=settings.job_lease_seconds,
+        role="bot" if with_discord else "http",
+        sources=("discord", "api") if with_discord else ("api",),
+    )
+    generations = GenerationService(settings, replicate, store, keeper)
+    trainings = TrainingService(settings, replicate, store, keeper)
     return Services(
         settings=settings,
         http=http,
         replicate=replicate,
         store=store,
+        keeper=keeper,
         generations=generations,
-        recovery=GenerationRecovery(generations),
+        adoption=GenerationAdoption(generations, keeper),
         trainings=trainings,
         webhooks=WebhookDispatcher(replicate, store, trainings),
     )

@@ -93,7 +93,9 @@ class Settings(BaseSettings):
     http_port: int | None = Field(default=None, ge=0, le=65535)
     api_token: SecretStr | None = None
     train_data_dir: Path = Path("data/train")
-    instance_id: str = Field(default="main", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: Retired: jobs are owned by leases now. Still accepted (with a warning at start).
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    job_lease_seconds: float = Field(default=30.0, ge=2, le=3600, allow_inf_nan=False)
 
     @field_validator("generate_models", mode="before")
     @classmethod

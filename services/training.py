@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.errors import LimitReached, PermissionRefused, UserFacingError
+from services.ownership import LeaseKeeper
 from services.replicate import ReplicateService, ReplicateServiceError, TrainingState
 from services.settings import Settings
 from services.store import NewTraining, Store, Training
+from services.store.jobs import Refusal
+from services.store.trainings import TrainingLimits
 from services.zipcheck import ZipLimits, ZipReport, check_zip_async
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,19 @@ def check_names(trigger_word: str, model_name: str) -> None:
         raise UserFacingError("\n".join(problems))
 
 
+def training_refusal(refusal: Refusal) -> LimitReached:
+    if refusal.reason == "quota":
+        return LimitReached(
+            f"You have used your {refusal.limit:.0f} trainings for today. "
+            "The quota resets at 00:00 UTC.",
+            retry_after=refusal.retry_after,
+        )
+    return LimitReached(
+        f"{refusal.limit:.0f} trainings are already running here "
+        f"(the limit is {refusal.limit:.0f}). Try again when one has finished."
+    )
+
+
 def progress_bar(step: int | None, total: int | None, width: int = 20) -> str:
     if not total or step is None:
         return "▱" * width
@@ -82,10 +98,14 @@ def eta_seconds(training: Training, now: datetime) -> float | None:
 
 
 class TrainingService:
-    def __init__(self, settings: Settings, replicate: ReplicateService, store: Store) -> None:
+    def __init__(
+        self, settings: Settings, replicate: ReplicateService, store: Store, keeper: LeaseKeeper
+    ) -> None:
         self.settings = settings
         self.replicate = replicate
         self.store = store
+        self.keeper = keeper
+        keeper.on_abandoned_training(self._abandoned)
         self.notifier: TrainingNotifier | None = None
         self._owner: str | None = settings.replicate_owner
         self._locks: dict[str, asyncio.Lock] = {}
@@ -112,25 +132,27 @@ class TrainingService:
             self._owner = (await self.replicate.account()).username
         return self._owner
 
+    @property
+    def limits(self) -> TrainingLimits:
+        return TrainingLimits(
+            per_day=self.settings.trainings_per_user_per_day,
+            per_guild=self.settings.max_active_trainings_per_guild,
+        )
+
     async def check_limits(self, user_key: str, guild_id: int | None) -> None:
-        quota = self.settings.trainings_per_user_per_day
+        """Refuse early (before a zip is downloaded) what admission would refuse now.
+        Only a hint: the training is admitted later, in one step (:meth:`start`)."""
+        limits = self.limits
         now = datetime.now(UTC)
-        if quota:
+        if limits.per_day:
             day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-            if await self.store.count_trainings_since(user_key, day_start) >= quota:
+            used = await self.store.count_trainings_since(user_key, day_start)
+            if used >= limits.per_day:
                 reset = day_start + timedelta(days=1)
-                raise LimitReached(
-                    f"You have used your {quota} trainings for today. "
-                    "The quota resets at 00:00 UTC.",
-                    retry_after=(reset - now).total_seconds(),
-                )
-        active = await self.store.count_active_trainings(guild_id)
-        if active >= self.settings.max_active_trainings_per_guild:
-            raise LimitReached(
-                f"{active} trainings are already running here "
-                f"(the limit is {self.settings.max_active_trainings_per_guild}). "
-                "Try again when one has finished."
-            )
+                wait = (reset - now).total_seconds()
+                raise training_refusal(Refusal("quota", wait, limits.per_day))
+        if await self.store.count_active_trainings(guild_id) >= limits.per_guild:
+            raise training_refusal(Refusal("busy", 600.0, limits.per_guild))
 
     async def check_destination(self, model_name: str, user_key: str) -> str:
         """Return ``owner/name``; refuse a model someone else created through the bot."""
@@ -194,29 +216,8 @@ class TrainingService:
         if on_checked is not None:
             await on_checked(report)
         owner, _, name = destination.partition("/")
-        uploaded = await self.replicate.upload(zip_path, filename="images.zip")
-        created_model = await self.replicate.ensure_model(owner, name)
-        await self.store.upsert_model(
-            owner,
-            name,
-            guild_id=guild_id,
-            creator_key=user_key,
-            trigger_word=trigger_word,
-            latest_version=None,
-        )
-        training_input = {
-            "input_images": uploaded.url,
-            "trigger_word": trigger_word,
-            "steps": steps,
-        }
-        state = await self.replicate.start_training(
-            self.settings.trainer_version,
-            destination,
-            training_input,
-            webhook=self.webhook_url,
-            webhook_events=WEBHOOK_EVENTS,
-        )
-        training = await self.store.create_training(
+        now = datetime.now(UTC)
+        admitted = await self.store.admit_training(
             NewTraining(
                 user_key=user_key,
                 user_id=user_id,
@@ -226,15 +227,78 @@ class TrainingService:
                 model_name=name,
                 trigger_word=trigger_word,
                 steps=steps,
-                training_id=state.id,
                 total_steps=steps,
-                status=state.status if state.status in ("starting", "processing") else "starting",
                 source=source,  # type: ignore[arg-type]
-                params={"input_images": uploaded.url},
-            )
+            ),
+            self.limits,
+            self.keeper.owner,
+            now,
+            self.keeper.lease_until(now),
         )
+        if isinstance(admitted, Refusal):
+            raise training_refusal(admitted)
+        try:
+            training, created_model = await self._create_on_replicate(
+                admitted, zip_path, destination
+            )
+        except BaseException as exc:
+            error = exc.user_message if isinstance(exc, UserFacingError) else "Internal error."
+            await self.store.update_training(
+                admitted.id,
+                status="failed",
+                error=error[:ERROR_TEXT],
+                completed_at=datetime.now(UTC),
+                notified_at=datetime.now(UTC),
+                lease_owner=None,
+            )
+            raise
         self._wake.set()
         return StartedTraining(training, report, created_model)
+
+    async def _create_on_replicate(
+        self, training: Training, zip_path: Path, destination: str
+    ) -> tuple[Training, bool]:
+        """Upload the zip, make sure the destination model exists, create the training;
+        the training is admitted (and in the store) already."""
+        owner, name = training.model_owner, training.model_name
+        uploaded = await self.replicate.upload(zip_path, filename="images.zip")
+        created_model = await self.replicate.ensure_model(owner, name)
+        await self.store.upsert_model(
+            owner,
+            name,
+            guild_id=training.guild_id,
+            creator_key=training.user_key,
+            trigger_word=training.trigger_word,
+            latest_version=None,
+        )
+        training_input = {
+            "input_images": uploaded.url,
+            "trigger_word": training.trigger_word,
+            "steps": training.steps,
+        }
+        state = await self.replicate.start_training(
+            self.settings.trainer_version,
+            destination,
+            training_input,
+            webhook=self.webhook_url,
+            webhook_events=WEBHOOK_EVENTS,
+        )
+        status = state.status if state.status in ("starting", "processing") else "starting"
+        await self.store.update_training(
+            training.id,
+            training_id=state.id,
+            status=status,
+            params={"input_images": uploaded.url},
+            lease_owner=None,
+        )
+        stored = await self.store.get_training(training.id)
+        assert stored is not None
+        return stored, created_model
+
+    async def _abandoned(self, training: Training) -> None:
+        """A training whose starting process died before it reached Replicate (recorded
+        failed by the store): its requester is told."""
+        await self.apply(training, _state_of(training))
 
     async def get(self, local_id: str) -> Training | None:
         return await self.store.get_training(local_id)
@@ -356,10 +420,10 @@ class TrainingService:
         now = datetime.now(UTC)
         polled = 0
         for training in await self.store.unfinished_trainings():
-            if training.training_id is None:
-                continue
             if training.status in FINAL:
                 await self.apply(training, _state_of(training))
+                continue
+            if training.training_id is None:
                 continue
             if training.last_webhook_at and now - training.last_webhook_at < interval:
                 continue

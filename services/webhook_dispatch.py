@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.replicate import ReplicateService
 from services.store import Store
+from services.store.jobs import prediction_topic
 from services.training import TrainingService
 from services.webhooks import verify_webhook
 
@@ -57,6 +58,8 @@ class WebhookDispatcher:
         training = await self.store.get_training_by_replicate_id(str(object_id))
         if training is None:
             self.replicate.keep_early_delivery(payload)
+            # It may end a prediction another process follows: tell it to look now.
+            self.store.events.publish(prediction_topic(str(object_id)))
             return "unknown"
         state = self.replicate.training_state_from_payload(payload)
         await self.trainings.apply(training, state, webhook=True)

@@ -33,6 +33,9 @@ async def posted_and_reported(discord_emu: DiscordEmulator) -> tuple[Message, Me
 async def test_sigkill_with_running_and_queued_generations(
     discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator, tmp_path: Path
 ) -> None:
+    """Killed with one job running and one queued: after the restart the running job's
+    images are posted, and the queued job runs and is posted too, each pinging its
+    requester."""
     replicate_emu.prediction_mode = "manual"
     env = bot_env(discord_emu, replicate_emu, tmp_path, MAX_CONCURRENT_GENERATIONS="1")
     alice, bob = discord_emu.add_user("alice"), discord_emu.add_user("bob")
@@ -52,13 +55,30 @@ async def test_sigkill_with_running_and_queued_generations(
     second = BotProcess(env, cwd=tmp_path)
     await second.start()
     try:
-        posted, reported = await posted_and_reported(discord_emu)
+        posted = await discord_emu.wait_for_message(
+            discord_emu.channel,
+            lambda m: m.webhook_id is None and alice.id in m.pinged_user_ids(),
+            timeout=15,
+        )
+        later = await replicate_emu.wait_for(
+            lambda: next(
+                (p for p in replicate_emu.predictions.values() if p.input.get("prompt") == "b"),
+                None,
+            ),
+            timeout=15,
+        )
+        await replicate_emu.complete_prediction(later.id)
+        posted_later = await discord_emu.wait_for_message(
+            discord_emu.channel,
+            lambda m: m.webhook_id is None and bob.id in m.pinged_user_ids(),
+            timeout=15,
+        )
     finally:
         await second.kill()
-    assert [u.id for u in posted.pinged_users()] == [alice.id]
-    assert [u.id for u in reported.pinged_users()] == [bob.id]
-    assert any((c.custom_id or "").startswith("gen:reroll:") for c in reported.components)
-    assert replicate_emu.counts["predictions_created"] == 1
+    assert [u.id for u in posted.pinged_users()] == [alice.id] and len(posted.attachments) == 1
+    assert [u.id for u in posted_later.pinged_users()] == [bob.id]
+    assert len(posted_later.attachments) == 1
+    assert replicate_emu.counts["predictions_created"] == 2
 
 
 async def test_two_lost_creates_alike_never_share_one_prediction(
@@ -82,7 +102,6 @@ async def test_two_lost_creates_alike_never_share_one_prediction(
                     prompt="a lighthouse",
                     model=SCHNELL,
                     params=params,
-                    owner="main",
                 )
             )
             await store.update_generation(lost.id, status="running", started_at=lost.created_at)

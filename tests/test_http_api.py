@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from tests.emulators.spec import OpenAPIRequest, OpenAPIResponse
 from tests.harness import BotHarness, BotProcess
 from tests.helpers import zips
 from tests.helpers.ports import free_port
+from tests.helpers.store import wait_for_generation
 
 TOKEN = "api-test-token-0123456789"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -447,10 +448,10 @@ async def test_generate_with_a_model_trained_through_the_api(
 async def test_unexpected_error_is_a_500_problem_without_internals(
     api: Api, server: ApiServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def broken(user_key: str) -> None:
+    async def broken(model: str | None, guild_id: int | None) -> None:
         raise RuntimeError("internal detail 42")
 
-    monkeypatch.setattr(server.services.generations, "check_limits", broken)
+    monkeypatch.setattr(server.services.generations.models, "resolve", broken)
     with caplog.at_level(logging.ERROR, logger="api.problems"):
         answer = await api.generate(prompt="a cat")
     assert answer.status == 500
@@ -821,9 +822,9 @@ async def test_api_jobs_left_unfinished_are_canceled_and_recorded_failed_at_star
     server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
 ) -> None:
     """A previous process died with an HTTP API generation running: its caller is gone,
-    so at the next start its prediction is canceled and the job recorded as failed.
-    A Discord job left running is kept for the Discord front end to finish, and another
-    instance's job is left alone."""
+    so once its lease has run out its prediction is canceled and the job recorded as
+    failed. A Discord job left running is kept for a process with Discord to finish, and
+    a job another live process holds the lease of is left alone."""
     replicate_emu.prediction_mode = "manual"
     async with ReplicateService(replicate_emu.token, base_url=replicate_emu.base_url) as rs:
         create = asyncio.create_task(rs.generate("black-forest-labs/flux-schnell", "left"))
@@ -842,22 +843,28 @@ async def test_api_jobs_left_unfinished_are_canceled_and_recorded_failed_at_star
             NewGeneration(user_key="discord:1", prompt="kept", model="m", channel_id=5)
         )
         await store.update_generation(discord_job.id, **started)
-        other_instance = await store.create_generation(
-            NewGeneration(user_key="api:y", prompt="theirs", model="m", source="api", owner="b")
+        other_process = await store.create_generation(
+            NewGeneration(user_key="api:y", prompt="theirs", model="m", source="api")
         )
-        await store.update_generation(other_instance.id, **started)
+        await store.update_generation(
+            other_process.id,
+            lease_owner="another-process",
+            lease_expires_at=datetime.now(UTC) + timedelta(hours=1),
+            **started,
+        )
     finally:
         await store.close()
 
     await server.start()
-    settled = await server.services.store.get_generation(api_job.id)
-    assert settled.status == "failed" and "restarted" in settled.error
+    settled = await wait_for_generation(
+        server.services.store, api_job.id, lambda g: g.status != "running"
+    )
+    assert settled.status == "failed" and "restarted" in (settled.error or "")
     assert replicate_emu.predictions[job.id].status == "canceled"
     kept = await server.services.store.get_generation(discord_job.id)
     assert kept.status == "running"
-    # Another instance's job (INSTANCE_ID=b, sharing the database) is none of its business.
-    theirs = await server.services.store.get_generation(other_instance.id)
-    assert theirs.status == "running"
+    theirs = await server.services.store.get_generation(other_process.id)
+    assert theirs.status == "running" and theirs.lease_owner == "another-process"
 
 
 async def test_http_only_process_serves_and_stops_cleanly(

@@ -269,9 +269,9 @@ async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
     discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator, tmp_path: Path
 ) -> None:
     """5 trainings and 5 generations (4 running, 1 queued) when the bot is SIGKILLed.
-    While it is down some jobs finish, one fails; the rest finish after the restart.
-    Every training is notified exactly once; every generation is either posted or
-    reported failed, once."""
+    While it is down some jobs finish, one fails; the rest finish after the restart, the
+    queued one included. Every training is notified exactly once; every generation is
+    either posted or reported failed, once."""
     replicate_emu.training_mode = "manual"
     replicate_emu.prediction_mode = "manual"
     env = bot_env(
@@ -331,6 +331,14 @@ async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
         await replicate_emu.complete_training(trainings[3].id)
         await replicate_emu.complete_training(trainings[4].id)
         await replicate_emu.complete_prediction(predictions[done_late].id)
+        queued_run = await replicate_emu.wait_for(
+            lambda: next(
+                (p for p in replicate_emu.predictions.values() if p.input["prompt"] == queued),
+                None,
+            ),
+            timeout=15,
+        )
+        await replicate_emu.complete_prediction(queued_run.id)
         await discord_emu.wait_until(
             lambda: (
                 all(notices_for(discord_emu, u) for u in trainers)
@@ -351,8 +359,8 @@ async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
     assert all(len(seen) == 1 for seen in outcomes.values()), outcomes
     assert outcomes[done_early] == outcomes[done_early_too] == ["images"], outcomes
     assert outcomes[refused] == ["failed"], outcomes
-    assert outcomes[queued] == ["failed"], "the queued job never reached Replicate"
-    assert replicate_emu.counts["predictions_created"] == 4, "nothing may be run twice"
+    assert outcomes[queued] == ["images"], "the queued job runs after the restart"
+    assert replicate_emu.counts["predictions_created"] == 5, "nothing may be run twice"
     assert "Traceback" not in second.output
 
 
@@ -387,9 +395,10 @@ async def test_sigkill_between_create_and_storing_its_id_still_posts_the_images(
 async def test_sigterm_finishes_running_work_then_exits_cleanly(
     discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator, tmp_path: Path
 ) -> None:
-    """SIGTERM: a job that finishes within the grace period is posted, one that does not
-    is canceled on Replicate and its user told; the exit is clean and the store holds no
-    unfinished job. The training outlives the process and is notified once after."""
+    """SIGTERM: a job that finishes within the grace period is posted; one that does not is
+    handed back (its prediction goes on, its user is told the images will come) and is
+    posted by the next process; the exit is clean. The training outlives the process and
+    is notified once after."""
     replicate_emu.training_mode = "manual"
     replicate_emu.prediction_mode = "manual"
     env = bot_env(
@@ -407,17 +416,18 @@ async def test_sigterm_finishes_running_work_then_exits_cleanly(
         await bot.wait_for_log("shutting down", timeout=10)
         await replicate_emu.complete_prediction(done_id)
         await done.wait_original(has_images(), timeout=10)
-        interrupted = await slow.wait_original(lambda m: m.content.startswith("❌"), timeout=10)
+        handed_back = await slow.wait_original(lambda m: m.content.startswith("⏸️"), timeout=10)
         code = await bot.wait(timeout=15)
     finally:
         await bot.kill()
     assert code == 0, bot.output[-2000:]
     assert "stopped cleanly" in bot.output and "Traceback" not in bot.output
-    assert "restarted" in interrupted.content
-    assert replicate_emu.predictions[slow_id].status == "canceled", "still paying for it"
+    assert "will be posted" in handed_back.content
+    assert replicate_emu.predictions[slow_id].status != "canceled", "nothing is thrown away"
     store = await open_store(env["DATABASE_URL"])
     try:
-        assert await store.unfinished_generations() == []
+        [left] = await store.unfinished_generations()
+        assert left.prediction_id == slow_id and left.lease_expires_at is not None
     finally:
         await store.close()
 
@@ -429,11 +439,17 @@ async def test_sigterm_finishes_running_work_then_exits_cleanly(
         await discord_emu.wait_for_message(
             discord_emu.channel, lambda m: is_notice(m) and carol.id in m.pinged_user_ids(), 15
         )
+        await replicate_emu.complete_prediction(slow_id)
+        await discord_emu.wait_for_message(
+            discord_emu.channel,
+            lambda m: bob.id in m.pinged_user_ids() and len(m.attachments) == 1,
+            15,
+        )
     finally:
         await again.kill()
     assert len(notices_for(discord_emu, carol)) == 1
     assert outcome_of(discord_emu, done) == ["images"]
-    assert outcome_of(discord_emu, slow) == ["failed"], "told twice, or not at all"
+    assert outcome_of(discord_emu, slow) == ["images"], "posted once, after the restart"
 
 
 # --------------------------------------------------------------------------- webhooks

@@ -35,6 +35,7 @@ from services.store.engine import is_shielded, open_database
 from services.store.jobs import AdmitRequest, GenerationLimits
 from services.store.migrations import MIGRATIONS_TABLE, migrate, schema_at
 from services.store.schema import METADATA, webhooks_table
+from services.store.trainings import TrainingLimits
 from tests.helpers.databases import BACKENDS, fresh_database
 from tests.helpers.store import PostgresCompiler, recent_generations
 
@@ -284,7 +285,16 @@ async def test_every_query_compiles_for_postgresql() -> None:
         "claim_starts": lambda: store.claim_starts("p", 4, T0, T0 + gap),
         "queue_order": store.queue_order,
         "cancel_generation": lambda: store.cancel_generation("g", T0, "Canceled."),
-        "finish_generation": lambda: store.finish_generation("g", "failed", finished_at=T0),
+        "finish_generation": lambda: store.finish_generation(
+            "g", "failed", finished_at=T0, owner="p", error="x"
+        ),
+        "set_prediction": lambda: store.set_prediction("g", "pred", "p"),
+        "admit_training": lambda: store.admit_training(
+            new_training(), TrainingLimits(per_day=3), "p", T0, T0 + gap
+        ),
+        "renew_training_leases": lambda: store.renew_training_leases("p", T0),
+        "abandoned_trainings": lambda: store.abandoned_trainings(T0, "gone"),
+        "swap_meta": lambda: store.swap_meta("k", "v"),
         "renew_leases": lambda: store.renew_leases("p", T0),
         "release_leases": lambda: store.release_leases("p", T0, ["g"]),
         "expire_leases_of": lambda: store.expire_leases_of(["p"], T0),

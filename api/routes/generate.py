@@ -12,17 +12,13 @@ from api.auth import requires_token
 from api.bodies import check_fields, integer_field, read_json_object, string_field
 from api.keys import SERVICES_KEY, USER_KEY
 from api.problems import SERVICE_ERRORS, Problem, retry_after, service_problem
-from services.generation import MAX_PROMPT, MAX_SEED, JobState
+from services.generation import MAX_PROMPT, MAX_SEED, no_progress
 from services.settings import ASPECT_RATIOS
 
 log = logging.getLogger(__name__)
 
 #: A generation taking longer is canceled (also on Replicate) and answered with 504.
 GENERATE_TIMEOUT = 300.0
-
-
-async def _no_progress(state: JobState) -> None:
-    """The HTTP answer is the finished image: progress is not reported."""
 
 
 @requires_token
@@ -43,7 +39,6 @@ async def generate(request: web.Request) -> web.Response:
     limit = services.settings.max_output_mb * 1024 * 1024
     deadline = asyncio.timeout(GENERATE_TIMEOUT)
     try:
-        await generations.check_limits(key)
         model = await generations.models.resolve(model_name, guild_id=None)
         generation = await generations.create(
             user_key=key,
@@ -56,7 +51,7 @@ async def generate(request: web.Request) -> web.Response:
         log.info("api generation %s with %s", generation.id, model.ref)
         async with deadline:
             outcome = await generations.run(
-                generation, _no_progress, size_limit=limit, total_limit=limit
+                generation, no_progress, size_limit=limit, total_limit=limit
             )
     except SERVICE_ERRORS as exc:
         raise service_problem(exc) from None

@@ -209,6 +209,17 @@ class PredictionPoller:
             return
         self._update(watched, prediction)
 
+    def poke(self, prediction_id: str) -> bool:
+        """Poll this prediction now (another process heard that it changed); False if it
+        is not followed here."""
+        watched = self._watched.get(prediction_id)
+        if watched is None:
+            return False
+        if not watched.busy:
+            watched.busy = True
+            self._spawn(self._get_round(watched))
+        return True
+
     def offer(self, payload: Mapping[str, Any]) -> bool:
         watched = self._watched.get(str(payload.get("id")))
         if watched is None:

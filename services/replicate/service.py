@@ -205,6 +205,11 @@ class ReplicateService:
         if it follows no prediction with that id (a training's delivery, for instance)."""
         return self._poller.offer(payload)
 
+    def poke_prediction(self, prediction_id: str) -> bool:
+        """Poll a followed prediction now, e.g. when another process received its
+        webhook; False if this process does not follow it."""
+        return self._poller.poke(prediction_id)
+
     def keep_early_delivery(self, payload: Mapping[str, Any]) -> None:
         """Keep a verified delivery that matched nothing for a little while: a prediction
         can end before the answer to its create has been read, and is then followed."""

@@ -13,6 +13,7 @@ from sqlalchemy import exc as sa_exc
 
 from services.store.columns import require_aware, utc_now
 from services.store.engine import Database
+from services.store.events import StoreEvents
 from services.store.writer import WriteOp
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class Queries:
     """Base of the per-topic query classes that :class:`~services.store.Store` combines."""
 
     _db: Database
+    #: Change notices (see :mod:`services.store.events`); set by the facade.
+    events: StoreEvents
 
     async def _update(
         self, table: sa.Table, cond: sa.ColumnElement[bool], values: dict[str, Any]

@@ -44,6 +44,19 @@ from services.store.schema import generations_table as _gen_t
 
 #: Key of the PostgreSQL advisory lock that serialises admission and starts.
 GENERATIONS_LOCK: Final = 0x47454E5F_41444D54
+#: Notice topic: the queue changed (a job was admitted, started, canceled or ended).
+QUEUE_TOPIC: Final = "queue"
+
+
+def job_topic(gen_id: str) -> str:
+    """Notice topic of one job: someone asked to cancel it."""
+    return f"gen:{gen_id}"
+
+
+def prediction_topic(prediction_id: str) -> str:
+    """Notice topic of one prediction: a webhook about it reached some process."""
+    return f"prediction:{prediction_id}"
+
 
 _ORDER: Final = (_gen_t.c.seq, _gen_t.c.created_at, _gen_t.c.id)
 
@@ -301,7 +314,10 @@ class JobQueries(Queries):
             if job.source not in SOURCES:
                 raise ValueError(f"invalid source {job.source!r}")
             require_aware(now=request.now, lease_until=request.lease_until)
-        return await self._db.transact(lambda conn: _admit(conn, list(requests)))
+        results = await self._db.transact(lambda conn: _admit(conn, list(requests)))
+        if any(isinstance(r, Generation) for r in results):
+            self.events.publish(QUEUE_TOPIC)
+        return results
 
     @shielded
     async def claim_starts(
@@ -310,9 +326,12 @@ class JobQueries(Queries):
         """Mark as running those of ``owner``'s queued jobs that are next in line while
         fewer than ``max_running`` jobs run; returns them in queue order."""
         require_aware(now=now, lease_until=lease_until)
-        return await self._db.transact(
+        started = await self._db.transact(
             lambda conn: _claim(conn, owner, max_running, now, lease_until)
         )
+        if started:
+            self.events.publish(QUEUE_TOPIC)
+        return started
 
     @shielded
     async def queue_order(self) -> QueueOrder:
@@ -329,22 +348,59 @@ class JobQueries(Queries):
     async def cancel_generation(self, gen_id: str, now: datetime, error: str) -> CancelResult:
         """Cancel a queued job at once, or ask the process running it to stop it."""
         require_aware(now=now)
-        return await self._db.transact(lambda conn: _cancel(conn, gen_id, now, error))
+        result = await self._db.transact(lambda conn: _cancel(conn, gen_id, now, error))
+        if result.outcome in ("canceled", "requested"):
+            self.events.publish(job_topic(gen_id))
+            if result.outcome == "canceled":
+                self.events.publish(QUEUE_TOPIC)
+        return result
 
     @shielded
     async def finish_generation(
-        self, gen_id: str, status: str, *, from_status: Sequence[str] = ("running",), **values: Any
+        self,
+        gen_id: str,
+        status: str,
+        *,
+        finished_at: datetime,
+        owner: str | None = None,
+        from_status: Sequence[str] = ("running",),
+        **values: Any,
     ) -> Generation | None:
-        """Record the end of a job still in one of ``from_status``; None if it was not
-        (already finished or canceled meanwhile), so a job ends exactly once."""
+        """Record the end of a job still in one of ``from_status`` (and, with ``owner``,
+        still leased to it); None if not: it ended meanwhile, or another process took it
+        over. A job ends exactly once, and only whoever ended it posts its result."""
         if status not in GENERATION_STATUSES:
             raise ValueError(f"invalid generation status {status!r}")
-        require_aware(**values)
-        now = values.pop("finished_at", None) or values.pop("now", None)
+        require_aware(finished_at=finished_at, **values)
+        stmt = sa.update(_gen_t).where(
+            _gen_t.c.id == gen_id, _gen_t.c.status.in_(list(from_status))
+        )
+        if owner is not None:
+            stmt = stmt.where(_gen_t.c.lease_owner == owner)
+        stmt = stmt.values(
+            status=status, finished_at=finished_at, updated_at=finished_at, **values
+        ).returning(*_gen_t.c)
+        row = await self._db.transact(lambda conn: conn.execute(stmt).first())
+        if row is None:
+            return None
+        self.events.publish(QUEUE_TOPIC)
+        return to_generation(row)
+
+    @shielded
+    async def set_prediction(
+        self, gen_id: str, prediction_id: str, owner: str
+    ) -> Generation | None:
+        """Record the prediction of a running job this process owns; returns the job (whose
+        ``cancel_requested_at`` says whether someone asked to stop it), or None if the
+        job is no longer running here."""
         stmt = (
             sa.update(_gen_t)
-            .where(_gen_t.c.id == gen_id, _gen_t.c.status.in_(list(from_status)))
-            .values(status=status, finished_at=now, updated_at=now, **values)
+            .where(
+                _gen_t.c.id == gen_id,
+                _gen_t.c.status == "running",
+                _gen_t.c.lease_owner == owner,
+            )
+            .values(prediction_id=prediction_id)
             .returning(*_gen_t.c)
         )
         row = await self._db.transact(lambda conn: conn.execute(stmt).first())
@@ -411,6 +467,7 @@ class JobQueries(Queries):
 
 
 __all__ = [
+    "QUEUE_TOPIC",
     "AdmitRequest",
     "CancelResult",
     "GenerationLimits",
@@ -419,4 +476,6 @@ __all__ = [
     "Refusal",
     "advisory_lock",
     "day_start",
+    "job_topic",
+    "prediction_topic",
 ]

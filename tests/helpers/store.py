@@ -10,8 +10,9 @@ Typical use::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -101,7 +102,11 @@ class _SyncCompilingConnection:
 
     def execute(self, stmt: Any, params: Any = None) -> _NoRows:
         self._db.compile(stmt, params if isinstance(params, dict) else None)
-        return _NoRows(len(getattr(stmt, "selected_columns", ())))
+        if getattr(stmt, "returning_column_descriptions", None):
+            names = [d["name"] for d in stmt.returning_column_descriptions]
+        else:
+            names = [c.key for c in getattr(stmt, "selected_columns", ())]
+        return _NoRows(names)
 
     def scalar(self, stmt: Any, params: Any = None) -> None:
         self._db.compile(stmt, params)
@@ -111,20 +116,50 @@ class _SyncCompilingConnection:
         return iter(())
 
 
+class _ZeroRow(tuple[Any, ...]):
+    """A row of zeros, readable by position or by name."""
+
+    _mapping: dict[str, Any]
+
+
 class _NoRows:
     rowcount = 0
 
-    def __init__(self, width: int = 0) -> None:
-        self._width = width
+    def __init__(self, names: list[str] | None = None) -> None:
+        self._names = names or []
 
     def first(self) -> None:
         return None
 
-    def one(self) -> tuple[Any, ...]:
-        return (0,) * self._width
+    def one(self) -> _ZeroRow:
+        row = _ZeroRow((0,) * len(self._names))
+        row._mapping = dict.fromkeys(self._names)
+        return row
 
     def all(self) -> list[Any]:
         return []
 
     def __iter__(self) -> Iterator[Any]:
         return iter(())
+
+
+async def wait_for_generation(
+    store: Store,
+    gen_id: str,
+    predicate: Callable[[Generation], bool],
+    timeout: float = 10.0,  # noqa: ASYNC109 (the test API takes timeouts)
+) -> Generation:
+    """The generation once ``predicate`` holds, re-read whenever the store sends a
+    notice (every job that ends sends one)."""
+    changed = asyncio.Event()
+    unsubscribe = store.events.subscribe(lambda _topic: changed.set())
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                changed.clear()
+                job = await store.get_generation(gen_id)
+                if job is not None and predicate(job):
+                    return job
+                await changed.wait()
+    finally:
+        unsubscribe()

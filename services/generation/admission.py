@@ -1,0 +1,91 @@
+"""Who may generate now: a per-user cooldown, a daily quota and the room left in the
+queue, checked and used up in the store in one step (:mod:`services.store.jobs`).
+
+Requests that arrive together are admitted together, in one transaction, in the order
+they came. A refusal uses nothing up and is a :class:`LimitReached` that says when to try
+again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from datetime import UTC, datetime
+from typing import Final
+
+from services.errors import LimitReached
+from services.ownership import LeaseKeeper
+from services.settings import Settings
+from services.store import Generation, NewGeneration, Store
+from services.store.jobs import AdmitRequest, GenerationLimits, Refusal
+from services.tasks import spawn
+
+log = logging.getLogger(__name__)
+
+#: Requests admitted in one transaction at most.
+BATCH: Final = 500
+RESTARTING: Final = "The bot is restarting. Try again in a minute."
+
+
+class Admission:
+    def __init__(self, settings: Settings, store: Store, keeper: LeaseKeeper) -> None:
+        self.settings = settings
+        self.store = store
+        self.keeper = keeper
+        #: Set when the process stops taking jobs (shutdown): every new one is refused.
+        self.closing = False
+        self._pending: list[tuple[AdmitRequest, asyncio.Future[Generation | Refusal]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    def limits(self) -> GenerationLimits:
+        s = self.settings
+        return GenerationLimits(
+            cooldown=s.generate_cooldown_seconds,
+            per_day=s.generations_per_user_per_day,
+            max_running=s.max_concurrent_generations,
+            max_queued=s.max_queued_generations,
+        )
+
+    async def admit(self, job: NewGeneration) -> Generation:
+        """Record ``job`` as queued, leased to this process, if every limit allows it."""
+        if self.closing:
+            raise LimitReached(RESTARTING, retry_after=60)
+        now = datetime.now(UTC)
+        request = AdmitRequest(
+            job, self.limits(), self.keeper.owner, now, self.keeper.lease_until(now)
+        )
+        future: asyncio.Future[Generation | Refusal] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if self._runner is None or self._runner.done():
+            self._runner = spawn(self._run(), name="generation-admission")
+        result = await future
+        if isinstance(result, Refusal):
+            raise LimitReached(refusal_text(result), retry_after=result.retry_after)
+        return result
+
+    async def _run(self) -> None:
+        while self._pending:
+            batch = self._pending[:BATCH]
+            del self._pending[: len(batch)]
+            try:
+                results = await self.store.admit_generations([r for r, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+
+def refusal_text(refusal: Refusal) -> str:
+    if refusal.reason == "cooldown":
+        return f"Slow down: you can generate again in {math.ceil(refusal.retry_after)} s."
+    if refusal.reason == "quota":
+        return (
+            f"You have used your {refusal.limit:.0f} generations for today. "
+            "The quota resets at 00:00 UTC."
+        )
+    return "The bot is busy right now: too many images are waiting. Try again in a minute."

@@ -1,0 +1,398 @@
+"""Image generation jobs: creation, the run itself, and cancelation.
+
+Shared by the Discord front end (``cogs/generate.py``) and the HTTP API. The store is the
+single source of truth: a job is admitted there in one step with the limits it uses up
+(:mod:`services.generation.admission`), waits in the queue that lives there
+(:mod:`services.generation.queue`), and belongs to the process that holds its lease
+(:mod:`services.ownership`). Every state change is conditional, so a job ends once, and
+only the process that ended it posts its images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from services.errors import UserFacingError
+from services.generation.admission import Admission
+from services.generation.jobs import (
+    CANCELED,
+    INTERRUPTED,
+    MAX_PROMPT,
+    MAX_SEED,
+    JobState,
+    JobStopped,
+    Listener,
+    Outcome,
+    Reroll,
+)
+from services.generation.models import ModelCatalog, ResolvedModel
+from services.generation.queue import StoreQueue
+from services.images import fit_image
+from services.ownership import LeaseKeeper
+from services.replicate import (
+    GenerationCanceled,
+    GenerationResult,
+    Progress,
+    ReplicateService,
+    ReplicateServiceError,
+)
+from services.settings import ASPECT_RATIOS, Settings
+from services.store import Generation, NewGeneration, Store
+from services.tasks import spawn
+
+log = logging.getLogger(__name__)
+
+
+class GenerationService:
+    def __init__(
+        self, settings: Settings, replicate: ReplicateService, store: Store, keeper: LeaseKeeper
+    ) -> None:
+        self.settings = settings
+        self.replicate = replicate
+        self.store = store
+        self.keeper = keeper
+        self.admission = Admission(settings, store, keeper)
+        self.queue = StoreQueue(store, keeper, settings.max_concurrent_generations)
+        self.models = ModelCatalog(settings, store)
+        self._states: dict[str, JobState] = {}
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._unsubscribe = store.events.subscribe(self._on_notice)
+
+    @property
+    def closing(self) -> bool:
+        return self.admission.closing
+
+    # -- jobs -------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        user_key: str,
+        prompt: str,
+        model: ResolvedModel,
+        aspect_ratio: str = "1:1",
+        count: int = 1,
+        seed: int | None = None,
+        user_id: int | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        interaction_id: int | None = None,
+        source: str = "discord",
+    ) -> Generation:
+        """Check the request, then admit it (every limit, in one step in the store)."""
+        prompt = prompt.strip()
+        if not prompt:
+            raise UserFacingError("The prompt is empty.")
+        if len(prompt) > MAX_PROMPT:
+            raise UserFacingError(f"The prompt is too long ({len(prompt)} > {MAX_PROMPT}).")
+        if aspect_ratio not in ASPECT_RATIOS:
+            raise UserFacingError(f"Aspect ratio must be one of {', '.join(ASPECT_RATIOS)}.")
+        if not 1 <= count <= 4:
+            raise UserFacingError("Count must be between 1 and 4.")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise UserFacingError(f"Seed must be between 0 and {MAX_SEED}.")
+        trigger_prepended = False
+        if model.trigger_word and model.trigger_word.lower() not in prompt.lower():
+            prompt = f"{model.trigger_word} {prompt}"[:MAX_PROMPT]
+            trigger_prepended = True
+        return await self.admission.admit(
+            NewGeneration(
+                user_key=user_key,
+                user_id=user_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                prompt=prompt,
+                model=model.ref,
+                params={
+                    "aspect_ratio": aspect_ratio,
+                    "count": count,
+                    "seed": seed if seed is not None else random.randint(0, MAX_SEED),
+                    "trigger_word": model.trigger_word,
+                    "trigger_prepended": trigger_prepended,
+                },
+                interaction_id=interaction_id,
+                source=source,  # type: ignore[arg-type]
+            )
+        )
+
+    async def get(self, gen_id: str) -> Generation | None:
+        return await self.store.get_generation(gen_id)
+
+    async def record_result_message(self, gen_id: str, message_id: int) -> None:
+        """Remember the message that shows the job's images."""
+        await self.store.update_generation(gen_id, result_message_id=message_id)
+
+    async def reroll_of(self, gen_id: str) -> Reroll | None:
+        """The job's request as its requester made it, to run again; None if it is gone.
+
+        A trigger word the bot added to the prompt is taken out again: the new job adds
+        it anew if the model still needs it."""
+        original = await self.store.get_generation(gen_id)
+        if original is None:
+            return None
+        params = original.params
+        prompt = original.prompt
+        trigger = params.get("trigger_word")
+        if params.get("trigger_prepended") and trigger:
+            prompt = prompt.removeprefix(f"{trigger} ")
+        return Reroll(
+            prompt=prompt,
+            model=original.model,
+            aspect_ratio=params.get("aspect_ratio", "1:1"),
+            count=params.get("count", 1),
+        )
+
+    async def run(
+        self, generation: Generation, listener: Listener, *, size_limit: int, total_limit: int
+    ) -> Outcome:
+        """Wait for the job's turn, run the prediction, download and fit the images.
+
+        Always records how the job ended; domain errors are re-raised after that."""
+        gen_id = generation.id
+        state = JobState(gen_id=gen_id, phase="queued")
+        self._states[gen_id] = state
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[gen_id] = task
+
+        async def on_position(position: int, total: int) -> None:
+            if state.phase == "queued":
+                state.position, state.queue_size = position, total
+                await _safe(listener, state)
+
+        try:
+            try:
+                started = await self.queue.wait_turn(generation, on_position)
+            except JobStopped as stopped:
+                state.phase = stopped.generation.status if stopped.generation else "canceled"
+                return Outcome(stopped.generation or generation, None)
+            except asyncio.CancelledError:
+                return await self._stopped_waiting(generation, state)
+            return await self._run_started(started, state, listener, size_limit, total_limit)
+        finally:
+            self._states.pop(gen_id, None)
+            self._tasks.pop(gen_id, None)
+
+    async def _stopped_waiting(self, generation: Generation, state: JobState) -> Outcome:
+        """The wait was cut short: by this process stopping (the job is handed back, or,
+        for the HTTP API whose caller goes away with the process, failed), or because its
+        caller went away (the job is canceled)."""
+        task = asyncio.current_task()
+        cancelled = task is not None and task.cancelling() > 0
+        now = datetime.now(UTC)
+        if self.closing and generation.source == "discord":
+            state.phase = "handed back"
+            await self.store.release_leases(self.keeper.owner, now, [generation.id])
+            if cancelled and task is not None:
+                task.uncancel()
+            return Outcome(generation, None, handed_back=True)
+        if self.closing:
+            await self._end(generation.id, "failed", INTERRUPTED, from_status=("queued",))
+        else:
+            await self.store.cancel_generation(generation.id, now, CANCELED)
+        if cancelled:
+            raise asyncio.CancelledError
+        return Outcome(await self._reload(generation.id), None)
+
+    async def _run_started(
+        self,
+        generation: Generation,
+        state: JobState,
+        listener: Listener,
+        size_limit: int,
+        total_limit: int,
+    ) -> Outcome:
+        gen_id = generation.id
+        state.phase = "generating"
+        state.started_monotonic = time.monotonic()
+        await _safe(listener, state)
+
+        async def on_progress(progress: Progress) -> None:
+            if state.prediction_id is None and progress.prediction_id:
+                state.prediction_id = progress.prediction_id
+                await self._prediction_known(gen_id, progress.prediction_id)
+            await _safe(listener, state)
+
+        params = generation.params
+        options: dict[str, Any] = {
+            "aspect_ratio": params.get("aspect_ratio", "1:1"),
+            "num_outputs": params.get("count", 1),
+            "seed": params.get("seed"),
+            "output_format": "png",
+        }
+        try:
+            result = await self.replicate.generate(
+                generation.model,
+                generation.prompt,
+                options,
+                on_progress=on_progress,
+                webhook=self.settings.webhook_url,
+            )
+        except GenerationCanceled:
+            return await self._ended(gen_id, state, "canceled", CANCELED)
+        except asyncio.CancelledError:
+            return await self._stopped_running(generation, state)
+        except ReplicateServiceError as exc:
+            await self._ended(gen_id, state, "failed", exc.user_message)
+            raise
+        except Exception as exc:
+            await self._ended(gen_id, state, "failed", f"Internal error ({type(exc).__name__})")
+            raise
+        state.phase = "done"
+        return await self.complete(
+            generation, result, size_limit=size_limit, total_limit=total_limit
+        )
+
+    async def _stopped_running(self, generation: Generation, state: JobState) -> Outcome:
+        """Cancelled while the prediction runs: at shutdown a Discord job is handed back
+        (its prediction goes on and is followed by whoever takes the job over); else the
+        prediction is canceled and the job recorded as such."""
+        task = asyncio.current_task()
+        if self.closing and generation.source == "discord":
+            state.phase = "handed back"
+            await self.store.release_leases(self.keeper.owner, datetime.now(UTC), [generation.id])
+            if task is not None:
+                task.uncancel()
+            return Outcome(generation, None, handed_back=True)
+        await self.cancel_remote(state.prediction_id)
+        error = INTERRUPTED if self.closing else CANCELED
+        await self._ended(generation.id, state, "failed" if self.closing else "canceled", error)
+        raise asyncio.CancelledError
+
+    async def _prediction_known(self, gen_id: str, prediction_id: str) -> None:
+        stored = await self.store.set_prediction(gen_id, prediction_id, self.keeper.owner)
+        if stored is None or stored.cancel_requested_at is not None:
+            await self.cancel_remote(prediction_id)
+
+    async def complete(
+        self,
+        generation: Generation,
+        result: GenerationResult,
+        *,
+        size_limit: int,
+        total_limit: int,
+    ) -> Outcome:
+        """Fit the images into ``size_limit`` each and ``total_limit`` in all, and record
+        the job as succeeded. No images if the job ended otherwise meanwhile (canceled, or
+        finished by a process that took it over): whoever ended it posts."""
+        per_image = max(8 * 1024, min(size_limit, total_limit // max(1, len(result.images))))
+        # An image that fits is only probed (its header): not worth a trip to a thread.
+        images = [
+            fit_image(image.data, image.filename, per_image)
+            if len(image.data) <= per_image
+            else await asyncio.to_thread(fit_image, image.data, image.filename, per_image)
+            for image in result.images
+        ]
+        seed = result.seed if result.seed is not None else generation.params.get("seed")
+        stored = await self.store.finish_generation(
+            generation.id,
+            "succeeded",
+            finished_at=datetime.now(UTC),
+            owner=self.keeper.owner,
+            seed=seed,
+            prediction_id=result.prediction_id,
+            predict_time=result.predict_time,
+        )
+        if stored is None:
+            log.info("generation %s ended elsewhere; its images are not posted here", generation.id)
+            return Outcome(await self._reload(generation.id), None)
+        return Outcome(stored, result, images)
+
+    async def cancel(self, gen_id: str) -> bool:
+        """Cancel a queued job, or stop a running one, wherever it runs. True if
+        something was canceled."""
+        result = await self.store.cancel_generation(gen_id, datetime.now(UTC), CANCELED)
+        if result.outcome == "canceled":
+            return True
+        if result.outcome != "requested" or result.generation is None:
+            return False
+        state = self._states.get(gen_id)
+        prediction_id = result.generation.prediction_id or (state and state.prediction_id)
+        # Whoever runs the job sees the request when its create answers, if it has not yet.
+        await self.cancel_remote(prediction_id or None)
+        return True
+
+    def _on_notice(self, topic: str) -> None:
+        """A webhook about a prediction followed here reached another process: poll it
+        now. A Cancel pressed in another process: stop the prediction from here too."""
+        kind, _, object_id = topic.partition(":")
+        if kind == "prediction":
+            self.replicate.poke_prediction(object_id)
+            return
+        if kind != "gen":
+            return
+        state = self._states.get(object_id)
+        if state is not None and state.phase == "generating" and state.prediction_id:
+            spawn(self._check_cancel(state.gen_id), name=f"check-cancel-{state.gen_id}")
+
+    async def _check_cancel(self, gen_id: str) -> None:
+        job = await self.store.get_generation(gen_id)
+        if job is not None and job.cancel_requested_at is not None:
+            await self.cancel_remote(job.prediction_id)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop taking jobs; let running ones finish for up to ``grace`` seconds.
+
+        Jobs still waiting, and running ones past the grace period, are handed back to
+        the store for another process (or this one, restarted) to finish; those of the
+        HTTP API, whose callers go away with this process, are failed instead."""
+        self.admission.closing = True
+        for gen_id, state in list(self._states.items()):
+            if state.phase == "queued":
+                self.queue.leave(gen_id)
+        running = [t for t in self._tasks.values() if not t.done()]
+        if running:
+            _done, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        self.queue.close()
+        self._unsubscribe()
+
+    async def end(self, gen_id: str, status: str, error: str) -> Outcome:
+        """Record that a job this process owns ended without images."""
+        await self._end(gen_id, status, error, from_status=("queued", "running"))
+        return Outcome(await self._reload(gen_id), None)
+
+    async def _ended(self, gen_id: str, state: JobState, status: str, error: str) -> Outcome:
+        state.phase = status
+        await self._end(gen_id, status, error)
+        return Outcome(await self._reload(gen_id), None)
+
+    async def _end(
+        self, gen_id: str, status: str, error: str, *, from_status: tuple[str, ...] = ("running",)
+    ) -> None:
+        await self.store.finish_generation(
+            gen_id,
+            status,
+            finished_at=datetime.now(UTC),
+            owner=self.keeper.owner,
+            from_status=from_status,
+            error=error,
+        )
+
+    async def cancel_remote(self, prediction_id: str | None) -> None:
+        """Stop a prediction on Replicate (no more billing); a failure is only logged."""
+        if prediction_id:
+            try:
+                await self.replicate.cancel_prediction(prediction_id)
+            except ReplicateServiceError as exc:
+                log.warning("could not cancel prediction %s: %s", prediction_id, exc)
+
+    async def _reload(self, gen_id: str) -> Generation:
+        generation = await self.store.get_generation(gen_id)
+        assert generation is not None
+        return generation
+
+
+async def _safe(listener: Listener, state: JobState) -> None:
+    try:
+        await listener(state)
+    except Exception:
+        log.exception("progress listener failed for %s", state.gen_id)
