@@ -93,6 +93,43 @@ def print_table(title: str, figures: Iterable[Figure]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+@dataclass
+class Ratio:
+    """One figure of two bots measured in the same run, and their ratio."""
+
+    name: str
+    project: float | int | None
+    peer: float | int | None
+    unit: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.project is None or not self.peer:
+            return None
+        return self.project / self.peer
+
+
+def print_ratios(title: str, rows: Iterable[Ratio]) -> None:
+    """A table of project, peer and project / peer."""
+    table = [("figure", "project", "peer", "project / peer")]
+    for row in rows:
+        ratio = "n/a" if row.ratio is None else f"{row.ratio:.2f}"
+        table.append(
+            (
+                row.name,
+                Figure("", row.project, row.unit).shown(),
+                Figure("", row.peer, row.unit).shown(),
+                ratio,
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    print(f"\n{title}")
+    for index, line in enumerate(table):
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
 def write_results(
     name: str,
     params: dict[str, Any],
@@ -182,21 +219,23 @@ class Stack:
         return self.bot.proc.pid
 
 
-class ProfiledBotProcess(BotProcess):
-    """``python -m cProfile -o <path> bot.py``: the profile is written when the bot exits."""
+class ScriptBotProcess(BotProcess):
+    """``python [-m cProfile -o <path>] <script>``: ``bot.py`` or another bot (the load
+    benchmark's peer). With a profile, it is written when the process exits."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, profile: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], cwd: Path, script: Path, profile: Path | None = None
+    ) -> None:
         super().__init__(env, cwd)
-        self.profile = profile
+        self.script = script
+        self.profile = None if profile is None else profile.resolve()
 
     async def start(self) -> None:
+        profiling = () if self.profile is None else ("-m", "cProfile", "-o", str(self.profile))
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "cProfile",
-            "-o",
-            str(self.profile.resolve()),
-            str(ROOT / "bot.py"),
+            *profiling,
+            str(self.script),
             cwd=self.cwd,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -213,12 +252,14 @@ async def running_stack(
     users: int = 0,
     ready_timeout: float = 30.0,
     profile: Path | None = None,
+    script: Path | None = None,
     **settings: str,
 ) -> AsyncIterator[Stack]:
     """Start the emulators and ``python bot.py`` (settings as environment variables);
     stop the bot with SIGTERM on the way out (SIGKILL if it does not exit in time).
 
-    With ``profile``, the bot runs under cProfile and writes its profile there."""
+    With ``profile``, the bot runs under cProfile and writes its profile there. With
+    ``script``, that file runs instead of ``bot.py``, with the same environment."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
         ca = trustme.CA()
@@ -234,10 +275,11 @@ async def running_stack(
                 discord.add_user(f"user{index}")
             env = bot_env(discord, replicate, workdir, **{"LOG_LEVEL": "WARNING", **settings})
             env["SSL_CERT_FILE"] = str(ca_file)
-            bot = (
-                BotProcess(env, cwd=workdir)
-                if profile is None
-                else ProfiledBotProcess(env, workdir, profile)
+            bot = ScriptBotProcess(
+                env,
+                workdir,
+                script or ROOT / "bot.py",
+                profile,
             )
             stack = Stack(discord, replicate, bot, workdir)
             await bot.start()
