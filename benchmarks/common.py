@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -76,7 +77,7 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(pct * len(ordered) / 100)))
     return ordered[rank - 1]
 
 
@@ -104,24 +105,40 @@ class Ratio:
 
     @property
     def ratio(self) -> float | None:
-        if self.project is None or not self.peer:
+        """project / peer; None when it means nothing (no value, 0 / 0, late / late)."""
+        if self.project is None or self.peer is None or not self.peer:
             return None
+        if math.isinf(self.project):
+            return None if math.isinf(self.peer) else math.inf
         return self.project / self.peer
+
+    def shown(self, value: float | int | None) -> str:
+        if value is not None and math.isinf(value):
+            return "late"
+        return Figure("", value, self.unit).shown()
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON: an infinitely late value (or ratio) is written as ``"late"``."""
+
+        def plain(value: float | int | None) -> float | int | str | None:
+            return "late" if value is not None and math.isinf(value) else value
+
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "project": plain(self.project),
+            "peer": plain(self.peer),
+            "ratio": plain(self.ratio),
+        }
 
 
 def print_ratios(title: str, rows: Iterable[Ratio]) -> None:
     """A table of project, peer and project / peer."""
     table = [("figure", "project", "peer", "project / peer")]
     for row in rows:
-        ratio = "n/a" if row.ratio is None else f"{row.ratio:.2f}"
-        table.append(
-            (
-                row.name,
-                Figure("", row.project, row.unit).shown(),
-                Figure("", row.peer, row.unit).shown(),
-                ratio,
-            )
-        )
+        ratio = row.ratio
+        shown = "n/a" if ratio is None else "inf" if math.isinf(ratio) else f"{ratio:.2f}"
+        table.append((row.name, row.shown(row.project), row.shown(row.peer), shown))
     widths = [max(len(line[i]) for line in table) for i in range(4)]
     print(f"\n{title}")
     for index, line in enumerate(table):
