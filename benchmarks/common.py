@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -76,7 +77,7 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(pct * len(ordered) / 100)))
     return ordered[rank - 1]
 
 
@@ -89,6 +90,59 @@ def print_table(title: str, figures: Iterable[Figure]) -> None:
     print(f"\n{title}")
     for index, row in enumerate(rows):
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+@dataclass
+class Ratio:
+    """One figure of two bots measured in the same run, and their ratio."""
+
+    name: str
+    project: float | int | None
+    peer: float | int | None
+    unit: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """project / peer; None when it means nothing (no value, 0 / 0, late / late)."""
+        if self.project is None or self.peer is None or not self.peer:
+            return None
+        if math.isinf(self.project):
+            return None if math.isinf(self.peer) else math.inf
+        return self.project / self.peer
+
+    def shown(self, value: float | int | None) -> str:
+        if value is not None and math.isinf(value):
+            return "late"
+        return Figure("", value, self.unit).shown()
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON: an infinitely late value (or ratio) is written as ``"late"``."""
+
+        def plain(value: float | int | None) -> float | int | str | None:
+            return "late" if value is not None and math.isinf(value) else value
+
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "project": plain(self.project),
+            "peer": plain(self.peer),
+            "ratio": plain(self.ratio),
+        }
+
+
+def print_ratios(title: str, rows: Iterable[Ratio]) -> None:
+    """A table of project, peer and project / peer."""
+    table = [("figure", "project", "peer", "project / peer")]
+    for row in rows:
+        ratio = row.ratio
+        shown = "n/a" if ratio is None else "inf" if math.isinf(ratio) else f"{ratio:.2f}"
+        table.append((row.name, row.shown(row.project), row.shown(row.peer), shown))
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    print(f"\n{title}")
+    for index, line in enumerate(table):
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
         if index == 0:
             print("  ".join("-" * w for w in widths))
 
@@ -182,21 +236,23 @@ class Stack:
         return self.bot.proc.pid
 
 
-class ProfiledBotProcess(BotProcess):
-    """``python -m cProfile -o <path> bot.py``: the profile is written when the bot exits."""
+class ScriptBotProcess(BotProcess):
+    """``python [-m cProfile -o <path>] <script>``: ``bot.py`` or another bot (the load
+    benchmark's peer). With a profile, it is written when the process exits."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, profile: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], cwd: Path, script: Path, profile: Path | None = None
+    ) -> None:
         super().__init__(env, cwd)
-        self.profile = profile
+        self.script = script
+        self.profile = None if profile is None else profile.resolve()
 
     async def start(self) -> None:
+        profiling = () if self.profile is None else ("-m", "cProfile", "-o", str(self.profile))
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "cProfile",
-            "-o",
-            str(self.profile.resolve()),
-            str(ROOT / "bot.py"),
+            *profiling,
+            str(self.script),
             cwd=self.cwd,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -213,12 +269,14 @@ async def running_stack(
     users: int = 0,
     ready_timeout: float = 30.0,
     profile: Path | None = None,
+    script: Path | None = None,
     **settings: str,
 ) -> AsyncIterator[Stack]:
     """Start the emulators and ``python bot.py`` (settings as environment variables);
     stop the bot with SIGTERM on the way out (SIGKILL if it does not exit in time).
 
-    With ``profile``, the bot runs under cProfile and writes its profile there."""
+    With ``profile``, the bot runs under cProfile and writes its profile there. With
+    ``script``, that file runs instead of ``bot.py``, with the same environment."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
         ca = trustme.CA()
@@ -234,10 +292,11 @@ async def running_stack(
                 discord.add_user(f"user{index}")
             env = bot_env(discord, replicate, workdir, **{"LOG_LEVEL": "WARNING", **settings})
             env["SSL_CERT_FILE"] = str(ca_file)
-            bot = (
-                BotProcess(env, cwd=workdir)
-                if profile is None
-                else ProfiledBotProcess(env, workdir, profile)
+            bot = ScriptBotProcess(
+                env,
+                workdir,
+                script or ROOT / "bot.py",
+                profile,
             )
             stack = Stack(discord, replicate, bot, workdir)
             await bot.start()

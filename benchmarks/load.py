@@ -1,6 +1,8 @@
 """Load benchmark: N concurrent /generate against ``python bot.py`` and both emulators.
 
 ``python -m benchmarks.load [-n 200] [--users 50] [--latency 2.0] [--chart docs/latency.png]``
+``python -m benchmarks.load --peer``: the same, then the same again against the naive bot
+of ``benchmarks/peer_bot.py``; one table of both and their ratios.
 
 N interactions from ``--users`` users are sent at once (``--ramp`` spreads them over some
 seconds instead); every emulated prediction takes ``--latency`` seconds. Measured:
@@ -13,17 +15,25 @@ seconds instead); every emulated prediction takes ``--latency`` seconds. Measure
   with ``MAX_CONCURRENT_GENERATIONS`` = N so that nothing waits in the bot's queue;
 - requests per generation to Replicate (API and output downloads) and to Discord;
 - the bot process's peak resident memory (``VmHWM``) and CPU time.
+
+With ``--peer`` each bot gets fresh emulators with the same settings, the same N, users,
+latency and random seed; a generation that has neither its images nor an error message
+when ``--timeout`` runs out counts as failed (``unfinished``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
+import random
 import sys
 import time
+from collections import Counter
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,10 +43,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from benchmarks.common import (
     Figure,
+    Ratio,
     at_most,
     below,
     cpu_seconds,
     percentile,
+    print_ratios,
     print_table,
     proc_status_kb,
     running_stack,
@@ -46,6 +58,7 @@ from tests.emulators.discord import DiscordEmulator, InteractionHandle, Message
 from tests.helpers.ports import free_port
 
 DEADLINE_S = 3.0
+PEER_BOT = Path(__file__).resolve().parent / "peer_bot.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="set PUBLIC_URL (and HTTP_PORT) so that predictions report their end by webhook",
     )
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="then run the naive bot of benchmarks/peer_bot.py the same way and compare",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the emulators' randomness")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.users < 1 or not 1 <= args.count <= 4:
@@ -123,8 +142,10 @@ async def fire(
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def measure(args: argparse.Namespace) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, script: Path | None = None) -> dict[str, Any]:
+    """One run against ``python bot.py`` (or ``script``, with the same environment)."""
     n = args.requests
+    random.seed(args.seed)
     settings = {
         "MAX_CONCURRENT_GENERATIONS": str(args.concurrency or n),
         "MAX_QUEUED_GENERATIONS": str(max(n, 20)),
@@ -137,7 +158,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         settings.setdefault("PUBLIC_URL", f"http://127.0.0.1:{settings['HTTP_PORT']}")
     baseline_ms = await transport_baseline(n)
     async with running_stack(
-        validate=args.validate, users=args.users, profile=args.profile, **settings
+        validate=args.validate,
+        users=args.users,
+        profile=args.profile if script is None else None,
+        script=script,
+        **settings,
     ) as stack:
         discord, replicate = stack.discord, stack.replicate
         replicate.prediction_latency = args.latency
@@ -170,7 +195,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         except TimeoutError:
             print(f"{len(pending)} of {n} generations did not finish in time", file=sys.stderr)
         finished = time.monotonic()
-        await discord.wait_until(lambda: discord._inflight == 0, timeout=10)
+        unfinished = len(pending)
+        with contextlib.suppress(TimeoutError):
+            await discord.wait_until(lambda: discord._inflight == 0, timeout=10)
         cpu_after = cpu_seconds(stack.pid)
         emu_cpu = time.process_time() - emu_cpu_before
         peak_kb = proc_status_kb(stack.pid, "VmHWM")
@@ -182,6 +209,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         posted_times: list[float] = []
         wall_minus_monotonic = time.time() - time.monotonic()
         failed = late = 0
+        errors: Counter[str] = Counter()
         for index, handle in enumerate(handles):
             if handle.callback is not None and handle.sent is not None:
                 callbacks_ms.append(
@@ -193,6 +221,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             job = by_prompt.get(f"load test image {index}")
             if message is None or job is None or job.completed_at is None:
                 failed += 1
+                if handle.original is not None and handle.original.content.startswith("❌"):
+                    errors[handle.original.content[:160]] += 1
                 continue
             if handle.sent is not None:
                 sent_wall = handle.sent + wall_minus_monotonic
@@ -215,6 +245,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "replicate_downloads": len(replicate.output_requests) - downloads_before,
             "discord_requests": len(discord.requests) - discord_before,
             "failed": failed,
+            "unfinished": unfinished,
             "late_callbacks": late,
             "callbacks": len(callbacks_ms),
         }
@@ -228,6 +259,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "samples": samples,
         "counts": counts,
         "discord_routes": routes,
+        "errors": dict(errors.most_common()),
         "wall_s": wall,
         "peak_rss_mb": None if peak_kb is None else peak_kb / 1024,
         "cpu_s": cpu,
@@ -346,6 +378,46 @@ def figures_of(args: argparse.Namespace, result: dict[str, Any]) -> list[Figure]
             None if result["cpu_s"] is None else result["cpu_s"] / n * 1000,
             "ms",
         ),
+    ]
+
+
+def first_answer_p99(result: dict[str, Any], n: int) -> float | None:
+    """p99 of the first answer over all ``n`` interactions: one Discord refused (past the
+    3 s deadline) or never got counts as infinitely late, so that a bot that drops
+    interactions cannot look faster for it."""
+    answered = result["samples"]["first_callback_ms"]
+    return percentile([*answered, *[math.inf] * (n - len(answered))], 99)
+
+
+def ratios_of(
+    args: argparse.Namespace, project: dict[str, Any], peer: dict[str, Any]
+) -> list[Ratio]:
+    """The figures the comparison with the peer quotes, project beside peer."""
+    n = args.requests
+
+    def row(name: str, unit: str, value: Any) -> Ratio:
+        return Ratio(name, value(project), value(peer), unit)
+
+    def per_generation(key: str) -> Any:
+        return lambda r: r["counts"][key] / n
+
+    return [
+        row("generations completed", "", lambda r: n - r["counts"]["failed"]),
+        row("generations failed", "", lambda r: r["counts"]["failed"]),
+        row("  of them unanswered at --timeout", "", lambda r: r["counts"]["unfinished"]),
+        row("callbacks later than 3 s", "", lambda r: r["counts"]["late_callbacks"]),
+        row("first answer p99", "ms", lambda r: first_answer_p99(r, n)),
+        row("overhead over L p99", "ms", lambda r: percentile(r["samples"]["overhead_ms"], 99)),
+        row("wall time / L", "", lambda r: r["wall_s"] / args.latency),
+        row(
+            "CPU / generation",
+            "ms",
+            lambda r: None if r["cpu_s"] is None else r["cpu_s"] / n * 1000,
+        ),
+        row("peak RSS", "MB", lambda r: r["peak_rss_mb"]),
+        row("Replicate API requests / generation", "", per_generation("replicate_api_requests")),
+        row("Replicate downloads / generation", "", per_generation("replicate_downloads")),
+        row("Discord requests / generation", "", per_generation("discord_requests")),
     ]
 
 
@@ -478,26 +550,45 @@ async def main(argv: list[str] | None = None) -> int:
     if args.replot is not None:
         replot(args)
         return 0
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result = await measure(args)
     figures = figures_of(args, result)
-    print_table(
+    title = (
         f"Load: {args.requests} x /generate from {args.users} users, L = {args.latency:g} s, "
-        f"ramp {args.ramp:g} s",
-        figures,
+        f"ramp {args.ramp:g} s"
     )
+    print_table(title, figures)
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    path = write_results(
-        "load",
-        params,
-        figures,
-        {
-            "counts": result["counts"],
-            "discord_routes": result["discord_routes"],
-            "samples": result["samples"],
-            "bot_exit_code": result["exit_code"],
-        },
-        out=args.out,
-    )
+    extra: dict[str, Any] = {
+        "counts": result["counts"],
+        "discord_routes": result["discord_routes"],
+        "errors": result["errors"],
+        "samples": result["samples"],
+        "bot_exit_code": result["exit_code"],
+        "load_average_1min_at_start": load_at_start,
+    }
+    if args.peer:
+        peer = await measure(args, script=PEER_BOT)
+        rows = ratios_of(args, result, peer)
+        print_ratios(f"{title}: the project beside the naive peer (benchmarks/peer_bot.py)", rows)
+        print(
+            "  (first answer over all N, a refused or missing one counting as late; other "
+            "percentiles and wall time over the generations completed; per-generation "
+            "figures over the N requested)"
+        )
+        for text, times in list(peer["errors"].items())[:3]:
+            print(f"  peer error x {times}: {text}")
+        extra["peer"] = {
+            "figures": {fig.name: asdict(fig) for fig in figures_of(args, peer)},
+            "counts": peer["counts"],
+            "discord_routes": peer["discord_routes"],
+            "errors": peer["errors"],
+            "samples": peer["samples"],
+            "bot_exit_code": peer["exit_code"],
+        }
+        extra["comparison"] = [row.to_json() for row in rows]
+    name = "load-peer" if args.peer else "load"
+    path = write_results(name, params, figures, extra, out=args.out)
     print(f"\nwrote {path}")
     if args.chart is not None:
         draw_chart(args.chart, result, args)
