@@ -10,6 +10,7 @@ import pytest
 from tests.emulators.discord import DiscordEmulator
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness, bot_env
+from tests.helpers.databases import BACKENDS, fresh_database
 
 pytest_plugins = [
     "tests.emulators.fixtures_discord",
@@ -17,12 +18,41 @@ pytest_plugins = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "backends: run on SQLite and, when TEST_POSTGRES_URL is set, on PostgreSQL too",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("backends"):
+        metafunc.parametrize("backend", BACKENDS)
+
+
+@pytest.fixture
+def backend() -> str:
+    """The store's backend; tests marked ``backends`` run once per available backend."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """DATABASE_URL of an empty database of the test's backend."""
+    async with fresh_database(backend, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture
 async def harness(
-    discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator, tmp_path: Path
+    discord_emu: DiscordEmulator,
+    replicate_emu: ReplicateEmulator,
+    tmp_path: Path,
+    database_url: str,
 ) -> AsyncIterator[BotHarness]:
     """The real bot, not started yet: ``await harness.start(NAME="value", ...)``."""
-    h = BotHarness(discord_emu, bot_env(discord_emu, replicate_emu, tmp_path))
+    env = bot_env(discord_emu, replicate_emu, tmp_path, DATABASE_URL=database_url)
+    h = BotHarness(discord_emu, env)
     try:
         yield h
     finally:

@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import pytest
+
 from services.replicate import ReplicateService
 from services.store import NewGeneration, open_store
 from tests.emulators.discord import DiscordEmulator, Message
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness, BotProcess, bot_env
+
+pytestmark = pytest.mark.backends
 
 SCHNELL = "black-forest-labs/flux-schnell"
 
@@ -31,13 +35,22 @@ async def posted_and_reported(discord_emu: DiscordEmulator) -> tuple[Message, Me
 
 
 async def test_sigkill_with_running_and_queued_generations(
-    discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator, tmp_path: Path
+    discord_emu: DiscordEmulator,
+    replicate_emu: ReplicateEmulator,
+    tmp_path: Path,
+    database_url: str,
 ) -> None:
     """Killed with one job running and one queued: after the restart the running job's
     images are posted, and the queued job runs and is posted too, each pinging its
     requester."""
     replicate_emu.prediction_mode = "manual"
-    env = bot_env(discord_emu, replicate_emu, tmp_path, MAX_CONCURRENT_GENERATIONS="1")
+    env = bot_env(
+        discord_emu,
+        replicate_emu,
+        tmp_path,
+        DATABASE_URL=database_url,
+        MAX_CONCURRENT_GENERATIONS="1",
+    )
     alice, bob = discord_emu.add_user("alice"), discord_emu.add_user("bob")
     first = BotProcess(env, cwd=tmp_path)
     await first.start()

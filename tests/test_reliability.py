@@ -12,17 +12,17 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
 import aiohttp
+import pytest
 
 from services.store import open_store
 from services.webhooks import sign_webhook
@@ -30,7 +30,7 @@ from tests.emulators.discord import DiscordEmulator, InteractionHandle, Message,
 from tests.emulators.replicate import NSFW_OFFICIAL, ReplicateEmulator
 from tests.harness import BotHarness, BotProcess, bot_env
 from tests.helpers import zips
-from tests.helpers.store import recent_generations
+from tests.helpers.store import recent_generations, wait_for_stored_prediction_ids
 from tests.test_train import (
     FAST,
     is_notice,
@@ -38,6 +38,8 @@ from tests.test_train import (
     start_in_webhook_mode,
     started_training,
 )
+
+pytestmark = pytest.mark.backends
 
 PREDICTION = r"/v1/predictions/[^/]+"
 OFFICIAL_CREATE = r"/v1/models/[^/]+/[^/]+/predictions"
@@ -257,16 +259,11 @@ def notices_for(discord_emu: DiscordEmulator, user: User) -> list[Message]:
     ]
 
 
-def stored_prediction_ids(data_dir: Path) -> int:
-    """How many generations of the bot's store have their prediction id recorded."""
-    uri = f"file:{data_dir / 'bot.sqlite3'}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True)) as conn:
-        query = "SELECT count(*) FROM generations WHERE prediction_id IS NOT NULL"
-        return int(conn.execute(query).fetchone()[0])
-
-
 async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
-    discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator, tmp_path: Path
+    discord_emu: DiscordEmulator,
+    replicate_emu: ReplicateEmulator,
+    tmp_path: Path,
+    database_url: str,
 ) -> None:
     """5 trainings and 5 generations (4 running, 1 queued) when the bot is SIGKILLed.
     While it is down some jobs finish, one fails; the rest finish after the restart, the
@@ -278,6 +275,7 @@ async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
         discord_emu,
         replicate_emu,
         tmp_path,
+        DATABASE_URL=database_url,
         MAX_ACTIVE_TRAININGS_PER_GUILD="5",
         MAX_CONCURRENT_GENERATIONS="4",
         LOG_LEVEL="INFO",
@@ -308,7 +306,7 @@ async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
         await replicate_emu.wait_for(lambda: len(replicate_emu.predictions) == 4)
         # Kill once every prediction id is stored (re-checked on each of the bot's polls).
         # (A kill between a create and storing its id: see the test after this one.)
-        await replicate_emu.wait_for(lambda: stored_prediction_ids(tmp_path) == 4, timeout=10)
+        await wait_for_stored_prediction_ids(database_url, 4, replicate_emu)
         await replicate_emu.advance_training(trainings[0].id, step=30)
     finally:
         await first.kill()
@@ -365,14 +363,17 @@ async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
 
 
 async def test_sigkill_between_create_and_storing_its_id_still_posts_the_images(
-    discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator, tmp_path: Path
+    discord_emu: DiscordEmulator,
+    replicate_emu: ReplicateEmulator,
+    tmp_path: Path,
+    database_url: str,
 ) -> None:
     """The create reached Replicate but the bot died before it heard back: after the
     restart the paid prediction is found among the recent ones (by prompt and seed),
     and its images are posted."""
     replicate_emu.prediction_mode = "manual"
     replicate_emu.hang_next("POST", OFFICIAL_CREATE, process=True)
-    env = bot_env(discord_emu, replicate_emu, tmp_path, LOG_LEVEL="INFO")
+    env = bot_env(discord_emu, replicate_emu, tmp_path, DATABASE_URL=database_url, LOG_LEVEL="INFO")
     first = BotProcess(env, cwd=tmp_path)
     await first.start()
     try:
@@ -393,7 +394,10 @@ async def test_sigkill_between_create_and_storing_its_id_still_posts_the_images(
 
 
 async def test_sigterm_finishes_running_work_then_exits_cleanly(
-    discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator, tmp_path: Path
+    discord_emu: DiscordEmulator,
+    replicate_emu: ReplicateEmulator,
+    tmp_path: Path,
+    database_url: str,
 ) -> None:
     """SIGTERM: a job that finishes within the grace period is posted; one that does not is
     handed back (its prediction goes on, its user is told the images will come) and is
@@ -402,7 +406,13 @@ async def test_sigterm_finishes_running_work_then_exits_cleanly(
     replicate_emu.training_mode = "manual"
     replicate_emu.prediction_mode = "manual"
     env = bot_env(
-        discord_emu, replicate_emu, tmp_path, SHUTDOWN_GRACE_SECONDS="2", LOG_LEVEL="INFO", **FAST
+        discord_emu,
+        replicate_emu,
+        tmp_path,
+        DATABASE_URL=database_url,
+        SHUTDOWN_GRACE_SECONDS="2",
+        LOG_LEVEL="INFO",
+        **FAST,
     )
     alice, bob, carol = (discord_emu.add_user(name) for name in ("alice", "bob", "carol"))
     bot = BotProcess(env, cwd=tmp_path)

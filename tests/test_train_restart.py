@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.emulators.discord import DiscordEmulator, Message
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness, BotProcess, bot_env
 from tests.test_train import FAST, is_notice, is_status, started_training
+
+pytestmark = pytest.mark.backends
 
 
 def notices(discord_emu: DiscordEmulator) -> list[Message]:
@@ -15,10 +19,13 @@ def notices(discord_emu: DiscordEmulator) -> list[Message]:
 
 
 async def test_sigkill_mid_training_then_restart_notifies_exactly_once(
-    discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator, tmp_path: Path
+    discord_emu: DiscordEmulator,
+    replicate_emu: ReplicateEmulator,
+    tmp_path: Path,
+    database_url: str,
 ) -> None:
     replicate_emu.training_mode = "manual"
-    env = bot_env(discord_emu, replicate_emu, tmp_path, **FAST)
+    env = bot_env(discord_emu, replicate_emu, tmp_path, DATABASE_URL=database_url, **FAST)
     first = BotProcess(env, cwd=tmp_path)
     await first.start()
     try:

@@ -32,17 +32,35 @@ class GenerationAdoption:
         self.jobs = jobs
         self.replicate = jobs.replicate
         self.store = jobs.store
-        #: Finishes a Discord job taken over here (set by the Discord front end).
-        self.on_discord_job: DiscordJobHandler | None = None
+        self._discord: DiscordJobHandler | None = None
+        self._discord_ready = asyncio.Event()
+        self._can_finish_discord_jobs = "discord" in keeper.sources
         self._claiming = asyncio.Lock()
         keeper.on_adopt(self.adopt)
+
+    @property
+    def on_discord_job(self) -> DiscordJobHandler | None:
+        """Finishes a Discord job taken over here (set by the Discord front end)."""
+        return self._discord
+
+    @on_discord_job.setter
+    def on_discord_job(self, handler: DiscordJobHandler | None) -> None:
+        self._discord = handler
+        if handler is None:
+            self._discord_ready.clear()
+        else:
+            self._discord_ready.set()
 
     async def adopt(self, job: Generation) -> None:
         try:
             if job.source == "api":
                 await self.settle_api_job(job)
-            elif self.on_discord_job is not None:
-                await self.on_discord_job(job)
+                return
+            if self._can_finish_discord_jobs:
+                # Jobs may be taken over while the Discord front end is still loading.
+                await self._discord_ready.wait()
+            if self._discord is not None:
+                await self._discord(job)
             else:
                 log.warning("no front end here can finish Discord job %s; handing it back", job.id)
                 await self.store.release_leases(self.jobs.keeper.owner, datetime.now(UTC), [job.id])

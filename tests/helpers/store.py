@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.store import Generation, Store
+from services.store import Generation, Store, normalize_database_url
 from services.store.engine import Database
 from services.store.generations import to_generation
 from services.store.schema import generations_table
@@ -163,3 +163,29 @@ async def wait_for_generation(
                 await changed.wait()
     finally:
         unsubscribe()
+
+
+async def wait_for_stored_prediction_ids(
+    database_url: str,
+    count: int,
+    replicate_emu: Any,
+    timeout: float = 10.0,  # noqa: ASYNC109 (the test API takes timeouts)
+) -> None:
+    """Wait until ``count`` generations of the bot's store (another process's) have their
+    prediction id recorded: re-read after each request the bot makes to the Replicate
+    emulator, since the bot's polls keep coming while it works."""
+    engine = create_async_engine(normalize_database_url(database_url))
+    t = generations_table
+    query = sa.select(sa.func.count()).where(t.c.prediction_id.is_not(None))
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                async with engine.connect() as conn:
+                    if (await conn.scalar(query) or 0) >= count:
+                        return
+                seen = replicate_emu.counts["requests"]
+                await replicate_emu.wait_for(
+                    lambda seen=seen: replicate_emu.counts["requests"] > seen, timeout=timeout
+                )
+    finally:
+        await engine.dispose()
