@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
         "services.model_refs",
         "services.sniff",
         "services.model_inputs",
+        "services.input_images",
     ],
 )
 def test_importing_does_not_load_heavy_packages(module: str) -> None:

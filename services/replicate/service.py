@@ -29,6 +29,7 @@ client and its errors), :mod:`~services.replicate.predictions` and
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -37,6 +38,7 @@ from typing import Any, BinaryIO
 
 import aiohttp
 
+from services.input_images import DATA_URI_MAX_BYTES, to_data_uri
 from services.model_inputs import ModelInputs
 from services.replicate import models, trainings
 from services.replicate.api import ReplicateApi
@@ -270,6 +272,21 @@ class ReplicateService:
     async def ensure_model(self, owner: str, name: str) -> bool:
         """Make sure ``owner/name`` exists; create it private if not. True if created."""
         return await models.ensure_model(self._api, owner, name)
+
+    async def file_input(
+        self,
+        data: bytes,
+        *,
+        content_type: str,
+        filename: str = "input",
+        inline_limit: int = DATA_URI_MAX_BYTES,
+    ) -> str:
+        """A value for a model's file input (an image to upscale or vary): a data URI
+        up to ``inline_limit`` bytes, else the URL of a Files API upload."""
+        if len(data) <= inline_limit:
+            return to_data_uri(data, content_type)
+        uploaded = await self.upload(io.BytesIO(data), filename=filename, content_type=content_type)
+        return uploaded.url
 
     async def upload(
         self,
