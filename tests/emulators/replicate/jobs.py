@@ -57,52 +57,47 @@ class JobsMixin(WebhooksMixin):
                 continue
             if resolve(job.schema, prop).get("format") != "uri":
                 continue
-            received = await self._read_input(job.id, name, value)
+            source, data, error = await self._read_input(name, value)
+            shown = value.partition(",")[0] + ",..." if source == "data" else value
+            content_type = sniff_content_type(data) if data else None
+            received = ReceivedImage(job.id, name, source, shown, data, content_type, error)
             job.images[name] = received
             self.received_images.append(received)
-            if received.error is not None and job.fail_with is None:
-                job.fail_with = received.error
+            if error is not None and job.fail_with is None:
+                job.fail_with = error
         if job.images:
             await self._notify()
 
-    async def _read_input(self, prediction_id: str, name: str, url: str) -> ReceivedImage:
-        def received(source: str, data: bytes = b"", error: str | None = None) -> ReceivedImage:
-            shown = url.partition(",")[0] + ",..." if source == "data" else url
-            content_type = sniff_content_type(data) if data else None
-            return ReceivedImage(prediction_id, name, source, shown, data, content_type, error)
-
+    async def _read_input(self, name: str, url: str) -> tuple[str, bytes, str | None]:
+        """How one file input was given, its bytes, and why it could not be read."""
         if url.startswith("data:"):
             try:
-                data, _ = decode_data_uri(url)
+                return "data", decode_data_uri(url)[0], None
             except ValueError as exc:
-                return received("data", error=f"Could not read {name}: {exc}")
-            return received("data", data)
+                return "data", b"", f"Could not read {name}: {exc}"
         files_prefix = f"{self.base_url}/v1/files/"
         if url.startswith(files_prefix):
             stored = self.files.get(url[len(files_prefix) :].split("/", 1)[0])
             if stored is None:
-                return received("file", error=f"Could not read {name}: file not found")
-            return received("file", stored.data)
+                return "file", b"", f"Could not read {name}: file not found"
+            return "file", stored.data, None
         if self.files_base_url and url.startswith(self.files_base_url):
             output = self._outputs.get(url[len(self.files_base_url) :].split("?", 1)[0])
             if output is None:
-                return received("output", error=f"Could not read {name}: 404 Not Found")
-            return received("output", output[0])
+                return "output", b"", f"Could not read {name}: 404 Not Found"
+            return "output", output[0], None
         if not url.startswith(("https://", "http://")):
-            return received("url", error=f"Could not read {name}: unsupported URL scheme")
-        return await self._fetch_input(url, name, received)
-
-    async def _fetch_input(self, url: str, name: str, received: Any) -> ReceivedImage:
+            return "url", b"", f"Could not read {name}: unsupported URL scheme"
         assert self._http is not None
         try:
             async with self._http.get(
                 url, timeout=aiohttp.ClientTimeout(total=self.input_fetch_timeout)
             ) as resp:
                 if resp.status >= 400:
-                    return received("url", error=f"Could not read {name}: HTTP {resp.status}")
-                return received("url", await resp.read())
+                    return "url", b"", f"Could not read {name}: HTTP {resp.status}"
+                return "url", await resp.read(), None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return received("url", error=f"Could not read {name}: {type(exc).__name__}")
+            return "url", b"", f"Could not read {name}: {type(exc).__name__}"
 
     # ------------------------------------------------------------------ outputs
 
