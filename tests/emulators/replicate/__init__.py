@@ -35,7 +35,7 @@ Where things are:
 - ``schemas.py``: the models' Cog documents; ``validation.py``: inputs against them;
 - ``model.py``: models, versions, jobs, files, received images, deliveries, scripts;
 - ``server.py``: the servers and the middleware (records, token, scripted faults);
-  ``routes.py``: the API's routes;
+  ``routes.py``, ``routes_jobs.py``: the API's routes (predictions and trainings in the latter);
 - ``jobs.py``: jobs running (state changes, file inputs read, outputs made);
   ``images.py``: the pictures; ``webhooks.py``: deliveries and :class:`WebhookReceiver`;
 - ``controls.py``: what tests script (faults, models, expiry).
