@@ -14,7 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
-    "module", ["services.settings", "services.images", "services.model_refs", "services.sniff"]
+    "module",
+    [
+        "services.settings",
+        "services.images",
+        "services.model_refs",
+        "services.sniff",
+        "services.model_inputs",
+        "services.input_images",
+    ],
 )
 def test_importing_does_not_load_heavy_packages(module: str) -> None:
     code = (

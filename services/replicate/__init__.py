@@ -3,9 +3,17 @@
 ``errors`` holds the domain errors, ``values`` the dataclasses and pure parsers, ``api``
 the client and the translation of its failures, ``poller`` the one task that polls the
 predictions followed, ``predictions`` their life from create to result, ``downloads``
-the outputs, ``models`` and ``trainings`` the rest of the API, ``service`` the facade.
+the outputs, ``models`` and ``trainings`` the rest of the API, ``schemas`` what each
+model takes (cached), ``service`` the facade.
 """
 
+from services.model_inputs import (
+    InputSpec,
+    ModelInputs,
+    OptionProblem,
+    check_options,
+    split_count,
+)
 from services.model_refs import MODEL_REF, OWNER
 from services.replicate.errors import (
     AuthError,
@@ -24,6 +32,7 @@ from services.replicate.errors import (
 )
 from services.replicate.models import DESTINATION_HARDWARE, MAX_UPLOAD_BYTES
 from services.replicate.poller import POLL_OUTAGE_LIMIT
+from services.replicate.schemas import ModelSchemas
 from services.replicate.service import ReplicateService
 from services.replicate.values import (
     DEFAULT_MODEL,
@@ -53,13 +62,17 @@ __all__ = [
     "GeneratedImage",
     "GenerationCanceled",
     "GenerationResult",
+    "InputSpec",
     "InvalidInputError",
     "InvalidModelError",
     "ModelFailedError",
+    "ModelInputs",
     "ModelNotFoundError",
     "ModelRef",
+    "ModelSchemas",
     "NSFWError",
     "NotFoundError",
+    "OptionProblem",
     "OutputExpired",
     "OutputTooLarge",
     "Progress",
@@ -69,7 +82,9 @@ __all__ = [
     "ReplicateUnavailable",
     "TrainingState",
     "UploadedFile",
+    "check_options",
     "parse_model_ref",
     "parse_training_progress",
     "sniff_content_type",
+    "split_count",
 ]

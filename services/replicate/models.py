@@ -1,4 +1,5 @@
-"""Models and files on Replicate: a destination model for a training, and uploads."""
+"""Models and files on Replicate: what a model takes, a destination model for a training,
+and uploads."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import asyncio
 import io
 import logging
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from replicate.version import Versions
+
+from services.model_inputs import ModelInputs
 from services.replicate.api import ReplicateApi
 from services.replicate.errors import (
     InvalidInputError,
@@ -33,6 +37,32 @@ async def model_exists(api: ReplicateApi, owner: str, name: str) -> bool:
     except ModelNotFoundError:
         return False
     return True
+
+
+async def model_inputs(api: ReplicateApi, model: str) -> ModelInputs:
+    """What ``model`` takes: the ``openapi_schema`` of its latest version for
+    ``owner/name`` (``GET /v1/models/{owner}/{name}``), of that version for
+    ``owner/name:version`` (``GET .../versions/{version}``)."""
+    ref = parse_model_ref(model)
+    if ref.version:
+        versions = Versions(api.client, (ref.owner, ref.name))
+        version = await api.call(versions.async_get(ref.version))
+        return ModelInputs.from_openapi(
+            version.openapi_schema, model=str(ref), version=version.id, official=False
+        )
+    # The client's Model drops ``is_official``, which says whether the model is run by
+    # name or by version, so the model is read as it comes.
+    response = await api.call(api.client._async_request("GET", f"/v1/models/{ref.model}"))
+    body: Any = response.json()
+    latest = body.get("latest_version") if isinstance(body, dict) else None
+    latest = latest if isinstance(latest, dict) else {}
+    official = body.get("is_official") if isinstance(body, dict) else None
+    return ModelInputs.from_openapi(
+        latest.get("openapi_schema"),
+        model=ref.model,
+        version=latest.get("id") if isinstance(latest.get("id"), str) else None,
+        official=official if isinstance(official, bool) else None,
+    )
 
 
 async def ensure_model(api: ReplicateApi, owner: str, name: str) -> bool:

@@ -29,6 +29,7 @@ client and its errors), :mod:`~services.replicate.predictions` and
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -37,12 +38,15 @@ from typing import Any, BinaryIO
 
 import aiohttp
 
+from services.input_images import DATA_URI_MAX_BYTES, to_data_uri
+from services.model_inputs import ModelInputs
 from services.replicate import models, trainings
 from services.replicate.api import ReplicateApi
 from services.replicate.downloads import OutputDownloader
 from services.replicate.errors import NotFoundError, ReplicateServiceError, ReplicateUnavailable
 from services.replicate.poller import POLL_OUTAGE_LIMIT, PollTiming, PredictionPoller
 from services.replicate.predictions import Predictions
+from services.replicate.schemas import ModelSchemas
 from services.replicate.values import (
     DEFAULT_MODEL,
     Account,
@@ -70,6 +74,8 @@ class ReplicateService:
         http: aiohttp.ClientSession | None = None,
         max_create_retries: int = 3,
         outage_limit: float = POLL_OUTAGE_LIMIT,
+        schema_ttl: float = 3600.0,
+        schema_cache_size: int = 256,
     ) -> None:
         if not api_token:
             raise ValueError("a Replicate API token is required")
@@ -104,6 +110,9 @@ class ReplicateService:
             self._aiohttp, max_bytes=max_output_bytes, request_timeout=request_timeout
         )
         self._predictions = Predictions(self._api, self._poller, downloads)
+        self.schemas = ModelSchemas(
+            self.model_inputs, ttl=schema_ttl, max_entries=schema_cache_size
+        )
         self._webhook_secret: str | None = None
         self._secret_lock = asyncio.Lock()
         self._closed = False
@@ -192,12 +201,28 @@ class ReplicateService:
         knows the id and can cancel it) and on every status change. If the caller
         cancels this coroutine the prediction keeps running on Replicate; use
         :meth:`cancel_prediction` with the id from ``on_progress`` to stop it."""
-        ref = parse_model_ref(model or DEFAULT_MODEL)
-        inputs = {k: v for k, v in (options or {}).items() if v is not None}
+        inputs = dict(options or {})
         inputs["prompt"] = prompt
-        prediction = await self._predictions.create(ref, inputs, webhook=webhook)
+        return await self.run(
+            model or DEFAULT_MODEL, inputs, on_progress=on_progress, webhook=webhook
+        )
+
+    async def run(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        on_progress: Callable[[Progress], Awaitable[None]] | None = None,
+        webhook: str | None = None,
+    ) -> GenerationResult:
+        """Like :meth:`generate`, with the model's inputs exactly as given (None values
+        dropped): for models without a prompt, such as an upscaler. Run a community
+        model by version (``ModelInputs.run_ref`` says which reference to run)."""
+        ref = parse_model_ref(model)
+        sent = {k: v for k, v in inputs.items() if v is not None}
+        prediction = await self._predictions.create(ref, sent, webhook=webhook)
         return await self._predictions.follow(
-            prediction, inputs, str(ref), on_progress, webhooked=webhook is not None
+            prediction, sent, str(ref), on_progress, webhooked=webhook is not None
         )
 
     def offer_prediction(self, payload: Mapping[str, Any]) -> bool:
@@ -242,12 +267,31 @@ class ReplicateService:
 
     # ------------------------------------------------------------------ models and files
 
+    async def model_inputs(self, model: str) -> ModelInputs:
+        """What ``model`` takes, read now (``schemas.inputs(model)`` is the cached way)."""
+        return await models.model_inputs(self._api, model)
+
     async def model_exists(self, owner: str, name: str) -> bool:
         return await models.model_exists(self._api, owner, name)
 
     async def ensure_model(self, owner: str, name: str) -> bool:
         """Make sure ``owner/name`` exists; create it private if not. True if created."""
         return await models.ensure_model(self._api, owner, name)
+
+    async def file_input(
+        self,
+        data: bytes,
+        *,
+        content_type: str,
+        filename: str = "input",
+        inline_limit: int = DATA_URI_MAX_BYTES,
+    ) -> str:
+        """A value for a model's file input (an image to upscale or vary): a data URI
+        up to ``inline_limit`` bytes, else the URL of a Files API upload."""
+        if len(data) <= inline_limit:
+            return to_data_uri(data, content_type)
+        uploaded = await self.upload(io.BytesIO(data), filename=filename, content_type=content_type)
+        return uploaded.url
 
     async def upload(
         self,

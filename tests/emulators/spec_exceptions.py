@@ -60,7 +60,9 @@ EXCEPTIONS.extend(
             method="POST",
             path=r"/v1/files",
             kind="request",
-            message=r"\AInvalidRequestBody: b'.*' is not of type 'string' at \['content'\]\Z",
+            message=(
+                r"\AInvalidRequestBody: b(['\"]).*\1 is not of type 'string' at \['content'\]\Z"
+            ),
             reason=(
                 "the `content` part is `type: string, format: binary` (the OpenAPI 3.0 way; "
                 "3.1 says contentMediaType), and openapi-core hands a multipart file part to "
