@@ -64,13 +64,15 @@ async def test_global_sync_only_when_commands_change(
     assert discord_emu.sync_counts[None] == 1, "an unchanged command set was synced again"
 
 
-async def test_dev_guild_sync_at_every_start(
+async def test_dev_guild_sync_once_per_change(
     harness: BotHarness, discord_emu: DiscordEmulator
 ) -> None:
+    """The dev server gets the commands at the first start, and again only when they
+    change (a restart with the same commands syncs nothing)."""
     guild_id = str(discord_emu.guild.id)
     await harness.start(DISCORD_GUILD_ID=guild_id)
     await harness.restart()
-    assert discord_emu.sync_counts[discord_emu.guild.id] == 2
+    assert discord_emu.sync_counts[discord_emu.guild.id] == 1
     assert discord_emu.sync_counts[None] == 0
     names = {c["name"] for c in discord_emu.synced_commands(discord_emu.guild.id)}
     assert "generate" in names
