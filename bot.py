@@ -86,9 +86,7 @@ class ImageBot(commands.AutoShardedBot):
         bucket = (shard_id or 0) % self._max_concurrency
         key = IDENTIFY_KEY.format(application_id=self.application_id, bucket=bucket)
         while True:
-            wait = await self.services.store.claim_slot(
-                key, datetime.now(UTC), IDENTIFY_INTERVAL
-            )
+            wait = await self.services.store.claim_slot(key, datetime.now(UTC), IDENTIFY_INTERVAL)
             if wait <= 0:
                 return
             log.info("shard %s waits %.1f s for its turn to identify", shard_id, wait)

@@ -80,7 +80,8 @@ def training_refusal(refusal: Refusal) -> LimitReached:
         )
     return LimitReached(
         f"{refusal.limit:.0f} trainings are already running here "
-        f"(the limit is {refusal.limit:.0f}). Try again when one has finished."
+        f"(the limit is {refusal.limit:.0f}). Try again when one has finished.",
+        retry_after=refusal.retry_after,
     )
 
 
