@@ -135,3 +135,12 @@ async def test_invalid_shards_are_refused_with_one_line(
         await proc.kill()
     lines = proc.output.strip().splitlines()
     assert code == 2 and len(lines) == 1 and expected in lines[0], proc.output
+
+
+async def test_instance_id_is_retired_with_a_warning(
+    harness: BotHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """INSTANCE_ID is still accepted, with a warning that it is no longer used."""
+    with caplog.at_level(logging.WARNING, logger="services.app"):
+        await harness.start(INSTANCE_ID="shard-a")
+    assert any("INSTANCE_ID is no longer used" in r.getMessage() for r in caplog.records)
