@@ -27,7 +27,8 @@ from cogs._common import BotTree
 from cogs._discord_endpoints import point_discord_at
 from services.app import Services, build_services
 from services.background import BackgroundWork
-from services.settings import Settings, SettingsError, configure_logging, load_settings
+from services.logs import configure_logging
+from services.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from cogs.generate import Generate
@@ -245,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     secrets = [settings.discord_token, settings.replicate_api_token, settings.api_token]
     configure_logging(
-        settings.log_level, [secret.get_secret_value() for secret in secrets if secret is not None]
+        settings.log_level,
+        [secret.get_secret_value() for secret in secrets if secret is not None],
+        all_level=settings.log_level_all,
     )
     return asyncio.run(run(settings, http_only=args.http_only))
 

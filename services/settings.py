@@ -7,7 +7,6 @@ Validated once at start; :func:`load_settings` turns the first problem into a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,6 +66,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///data/bot.sqlite3"
     log_level: str = "INFO"
+    log_level_all: str | None = None
 
     generate_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["black-forest-labs/flux-schnell"]
@@ -132,9 +132,11 @@ class Settings(BaseSettings):
             raise ValueError("must be a Replicate username (letters, digits, '-', '_', '.')")
         return value
 
-    @field_validator("log_level")
+    @field_validator("log_level", "log_level_all")
     @classmethod
-    def _level(cls, value: str) -> str:
+    def _level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         upper = value.strip().upper()
         if upper not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
@@ -275,29 +277,3 @@ class _SettingsFromDictWithoutDiscord(_SettingsFromDict):
     @classmethod
     def _blank_token(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
-
-
-def configure_logging(level: str, secrets: list[str]) -> None:
-    """Log to stderr with timestamps; any secret that slips into a record is masked."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
-class RedactSecrets(logging.Filter):
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self._secrets = [s for s in secrets if s and len(s) >= 6]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        if any(s in message for s in self._secrets):
-            for secret in self._secrets:
-                message = message.replace(secret, "**********")
-            record.msg, record.args = message, None
-        return True
