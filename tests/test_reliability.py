@@ -25,9 +25,9 @@ import aiohttp
 import pytest
 
 from services.store import open_store
-from services.webhooks import sign_webhook
 from tests.emulators.discord import DiscordEmulator, InteractionHandle, Message, User
 from tests.emulators.replicate import NSFW_OFFICIAL, ReplicateEmulator
+from tests.emulators.replicate.webhooks import sign_webhook
 from tests.harness import BotHarness, BotProcess, bot_env
 from tests.helpers import zips
 from tests.helpers.store import recent_generations, wait_for_stored_prediction_ids

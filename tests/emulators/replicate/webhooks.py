@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -14,12 +17,20 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from services.webhooks import sign_webhook
 from tests.emulators.replicate.common import bind
 from tests.emulators.replicate.model import Job, WebhookDelivery
 from tests.emulators.replicate.state import EmulatorState
 
 log = logging.getLogger(__name__)
+
+
+def sign_webhook(secret: str, msg_id: str, timestamp: int | str, body: bytes) -> str:
+    """The ``v1,<base64>`` Standard Webhooks signature of one delivery: HMAC-SHA256 of
+    ``"{id}.{timestamp}.{body}"`` keyed with the base64 part of ``whsec_<base64>``."""
+    key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
 
 
 class WebhooksMixin(EmulatorState):
