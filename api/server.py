@@ -16,7 +16,7 @@ from api.keys import DISCORD_STATUS_KEY, SERVICES_KEY, UPLOADS_KEY
 from api.problems import problem, problem_middleware, reason_phrase
 from api.routes.docs import add_docs_routes
 from api.routes.generate import generate
-from api.routes.health import OPENAPI_PATH, healthz, openapi, ping
+from api.routes.health import OPENAPI_PATH, PROBES_KEY, CachedProbes, healthz, openapi, ping
 from api.routes.train import train
 from api.routes.trainings import cancel_training, get_training
 from api.routes.webhooks import MAX_WEBHOOK_BODY, replicate_webhook
@@ -37,6 +37,7 @@ def create_web_app(
     app[SERVICES_KEY] = services
     app[DISCORD_STATUS_KEY] = discord_status
     app[UPLOADS_KEY] = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
+    app[PROBES_KEY] = CachedProbes(services)
     app.router.add_get("/ping", ping, allow_head=False)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/openapi.json", openapi, allow_head=False)

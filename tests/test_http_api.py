@@ -26,6 +26,7 @@ from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from api import OPENAPI_PATH, api_user_key, bodies
+from api.routes.health import PROBES_KEY
 from bot import BotApp
 from services.replicate import ReplicateService
 from services.settings import load_settings
@@ -244,6 +245,44 @@ async def test_healthz_is_503_when_replicate_is_down(
     health = await api.call("GET", "/healthz", token=None)
     assert health.status == 503
     assert health.json()["replicate"] is False and health.json()["status"] == "degraded"
+
+
+async def test_healthz_probes_at_most_once_per_interval(
+    server: ApiServer, replicate_emu: ReplicateEmulator
+) -> None:
+    """200 requests at once cost one call to Replicate; a failed probe is reported until
+    the next one, which waits for the interval whatever the request rate."""
+    api = await server.start()
+    assert server.app is not None and server.app.web is not None
+    probes = server.app.web.app[PROBES_KEY]
+    assert probes.interval == 10.0
+    now = [1000.0]
+    probes.clock = lambda: now[0]
+
+    def account_calls() -> int:
+        return replicate_emu.request_count("GET", "/v1/account")
+
+    before = account_calls()
+    answers = await asyncio.gather(
+        *(api.call("GET", "/healthz", token=None, documented=False) for _ in range(200))
+    )
+    assert {answer.status for answer in answers} == {200}
+    assert account_calls() - before == 1 and probes.probes == 1
+
+    replicate_emu.error_next("GET", "/v1/account", status=500, count=100)
+    now[0] += 9.9
+    assert (await api.call("GET", "/healthz", token=None)).status == 200  # still fresh
+    assert account_calls() - before == 1
+
+    now[0] += 0.1
+    failed = await asyncio.gather(*(api.call("GET", "/healthz", token=None) for _ in range(50)))
+    assert {answer.status for answer in failed} == {503}
+    assert {answer.json()["replicate"] for answer in failed} == {False}
+    assert probes.probes == 2
+    calls = account_calls()
+    now[0] += 5
+    assert (await api.call("GET", "/healthz", token=None)).status == 503
+    assert account_calls() == calls and probes.probes == 2
 
 
 async def test_unknown_route_and_wrong_method_are_problems(api: Api) -> None:
