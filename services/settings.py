@@ -1,7 +1,7 @@
 """The one typed settings object, read from the environment and ``.env``.
 
-Validated once at start; :func:`load_settings` turns the first problem into a
-:class:`SettingsError` whose message names the variable and how to fix it. Secrets are
+Validated once at start; :func:`load_settings` turns every problem into one
+:class:`SettingsError` whose message names each variable and how to fix it. Secrets are
 ``SecretStr`` so that ``repr``, logs and error messages show ``**********``.
 """
 
@@ -36,7 +36,24 @@ _HINTS: dict[str, str] = {
 
 
 class SettingsError(Exception):
-    """A missing or invalid setting; ``str()`` is one line fit for an operator."""
+    """Missing or invalid settings: ``problems`` has one line for each, ``str()`` is one
+    line fit for an operator (the first problem, and the names of the others), and
+    :meth:`report` lists them all, so that a new ``.env`` is fixed in one go."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        others = [problem.split(" ", 1)[0] for problem in problems[1:]]
+        text = _describe(problems[0])
+        if others:
+            text += f" Also to fix: {', '.join(others)}."
+        super().__init__(text)
+
+    def report(self) -> str:
+        if len(self.problems) == 1:
+            return str(self)
+        lines = [f"{len(self.problems)} settings need fixing, {WHERE}:"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        return "\n".join(lines)
 
 
 def _split_csv(value: Any) -> Any:
@@ -204,17 +221,32 @@ class Settings(BaseSettings):
         return 8080 if self.http_port is None else self.http_port
 
 
-def _describe(err: ValidationError) -> str:
-    first = err.errors(include_input=False, include_url=False)[0]
-    name = "_".join(str(part) for part in first["loc"] if isinstance(part, str)).upper()
-    hint = _HINTS.get(name)
-    if first["type"] == "missing":
-        where = f": set it to {hint}" if hint else ""
-        return f"{name} is not set{where}, in the environment or in .env (see .env.example)."
-    reason = first["msg"].removeprefix("Value error, ")
-    if not name:
-        return f"Invalid settings: {reason}."
-    return f"{name} is invalid: {reason}. Fix it in the environment or in .env (see .env.example)."
+WHERE = "in the environment or in .env (see .env.example)"
+
+
+def _problems(err: ValidationError) -> list[str]:
+    """One short line per missing or invalid setting, in the order they are defined."""
+    problems = []
+    for error in err.errors(include_input=False, include_url=False):
+        name = "_".join(str(part) for part in error["loc"] if isinstance(part, str)).upper()
+        hint = _HINTS.get(name)
+        reason = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing" or reason == "is empty":
+            state = "is not set" if error["type"] == "missing" else "is empty"
+            problems.append(f"{name} {state}: set it to {hint}" if hint else f"{name} {state}")
+        elif not name:
+            problems.append(f"Invalid settings: {reason}")
+        else:
+            problems.append(f"{name} is invalid: {reason}")
+    return problems
+
+
+def _describe(problem: str) -> str:
+    if problem.startswith("Invalid settings"):
+        return f"{problem}."
+    if " is not set" in problem or " is empty" in problem:
+        return f"{problem}, {WHERE}."
+    return f"{problem}. Fix it {WHERE}."
 
 
 def load_settings(
@@ -247,7 +279,7 @@ def load_settings(
             return _SettingsFromDictWithoutDiscord(**data)
         return _SettingsFromDict(**data)
     except ValidationError as err:
-        raise SettingsError(_describe(err)) from None
+        raise SettingsError(_problems(err)) from None
 
 
 class _SettingsFromDict(Settings):

@@ -454,6 +454,43 @@ async def test_generate_cooldown(server: ApiServer) -> None:
     assert 0 < int(refused.headers["Retry-After"]) <= 60
 
 
+async def test_a_bad_body_is_422_whatever_the_cooldown(
+    server: ApiServer, replicate_emu: ReplicateEmulator
+) -> None:
+    """The whole body is checked before the limits: a caller in its cooldown still learns
+    what is wrong with the request, not just to wait."""
+    api = await server.start(GENERATE_COOLDOWN_SECONDS="3600")
+    assert (await api.generate(prompt="one")).status == 200
+    bad = {
+        "prompt": {"prompt": "   "},
+        "seed": {"prompt": "x", "seed": -1},
+        "aspect_ratio": {"prompt": "x", "aspect_ratio": "5:5"},
+        "model": {"prompt": "x", "model": "not a model"},
+        "colour": {"prompt": "x", "colour": "red"},
+    }
+    for name, body in bad.items():
+        answer = await api.generate(**body)
+        assert answer.status == 422 and name in answer.detail, (name, answer)
+    assert (await api.generate(prompt="two")).status == 429
+    assert replicate_emu.counts["predictions_created"] == 1
+
+
+@pytest.mark.parametrize("digits", [4301, 5000, 60000])
+async def test_a_huge_seed_is_422_naming_seed(api: Api, digits: int) -> None:
+    raw = b'{"prompt": "x", "seed": ' + b"9" * digits + b"}"
+    answer = await api.call(
+        "POST", "/image/generate", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status == 422 and "`seed`" in answer.detail, answer
+    prompt = await api.call(
+        "POST",
+        "/image/generate",
+        data=b'{"prompt": ' + b"1" * 5000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert prompt.status == 422 and "`prompt`" in prompt.detail
+
+
 async def test_generate_safety_filter_and_model_failure(
     api: Api, server: ApiServer, replicate_emu: ReplicateEmulator
 ) -> None:
