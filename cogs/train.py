@@ -323,6 +323,12 @@ class Train(commands.Cog):
         async def checked(report: object) -> None:
             await edit_response(interaction, content="📤 Zip looks good, uploading…")
 
+        async def waiting(ahead: int) -> None:
+            zips = "zip" if ahead == 1 else "zips"
+            await edit_response(
+                interaction, content=f"⏳ Checking, {ahead} {zips} ahead of yours. Hold on…"
+            )
+
         started = await service.start(
             zip_path=zip_path,
             trigger_word=trigger_word,
@@ -334,6 +340,7 @@ class Train(commands.Cog):
             channel_id=interaction.channel_id,
             declared_size=images.size,
             on_checked=checked,
+            on_wait=waiting,
         )
         training = started.training
         message_id = await self.notifier.status_changed(training)

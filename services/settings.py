@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     max_train_images: int = Field(default=200, ge=1, le=1000)
     training_status_edit_seconds: float = Field(default=10.0, ge=0, le=3600, allow_inf_nan=False)
     training_poll_seconds: float = Field(default=30.0, gt=0, le=86400, allow_inf_nan=False)
+    max_concurrent_zip_checks: int = Field(default=2, ge=1, le=64)
 
     public_url: str | None = None
     http_host: str = "127.0.0.1"

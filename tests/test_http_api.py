@@ -550,6 +550,31 @@ async def test_a_slow_client_is_cut_off(api: Api, monkeypatch: pytest.MonkeyPatc
 # --------------------------------------------------------------------------- train
 
 
+async def test_train_is_503_when_the_zip_check_would_wait_long(
+    server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
+) -> None:
+    api = await server.start(MAX_CONCURRENT_ZIP_CHECKS="1")
+    gate = server.services.trainings.zip_checks
+    gate.typical_seconds = 60.0
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def another_check() -> None:
+        async with gate.turn():
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(another_check())
+    await held.wait()
+    refused = await api.train_upload(zip_bytes(tmp_path), new_model_name="m", trigger_word="TOK")
+    assert refused.status == 503 and "waiting to be checked" in refused.detail
+    assert refused.headers["Retry-After"] == "60"
+    assert nothing_created(replicate_emu)
+    release.set()
+    await holder
+    started = await api.train_upload(zip_bytes(tmp_path), new_model_name="m", trigger_word="TOK")
+    assert started.status == 201
+
+
 async def test_train_upload_happy_path_and_state(
     api: Api, server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
 ) -> None:

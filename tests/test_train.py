@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -378,3 +379,30 @@ async def test_webhooks_drive_progress_and_redeliveries_change_nothing(
     notices = [m for m in discord_emu.messages(discord_emu.channel) if is_notice(m)]
     assert notices == [notice], "a repeated delivery sent a second notice"
     assert replicate_emu.request_count("GET", r"/v1/trainings/.+") <= 1
+
+
+async def test_zips_past_the_bound_wait_their_turn_and_are_told(
+    harness: BotHarness,
+    discord_emu: DiscordEmulator,
+    replicate_emu: ReplicateEmulator,
+    tmp_path: Path,
+) -> None:
+    await harness.start(MAX_CONCURRENT_ZIP_CHECKS="1", **FAST)
+    gate = harness.services.trainings.zip_checks
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def another_check() -> None:
+        async with gate.turn():
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(another_check())
+    await held.wait()
+    handle = await start_training(discord_emu, tmp_path)
+    told = await handle.wait_original(lambda m: "ahead of yours" in m.content, timeout=10)
+    assert "Checking, 1 zip ahead of yours" in told.content and told.ephemeral
+    assert gate.waiting == 1 and nothing_created(replicate_emu)
+    release.set()
+    await holder
+    await handle.wait_original(lambda m: "started" in m.content, timeout=15)
+    assert replicate_emu.counts["trainings_created"] == 1
