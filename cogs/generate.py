@@ -27,6 +27,7 @@ from services.generation import (
     Outcome,
     no_progress,
 )
+from services.log_context import current_shard
 from services.replicate import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
 from services.store import Generation
@@ -442,8 +443,9 @@ class Generate(commands.Cog):
         if channel_id is None:
             return None
         try:
-            channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
-            return await send(channel, content[:2000], requester=user_id, **kwargs)  # type: ignore[arg-type]
+            # By id, over REST: the channel may be in a guild of another process's shard.
+            channel = self.bot.get_partial_messageable(channel_id)
+            return await send(channel, content[:2000], requester=user_id, **kwargs)
         except discord.HTTPException as exc:
             log.warning("could not post in channel %s: %s", channel_id, exc)
             return None
@@ -452,6 +454,7 @@ class Generate(commands.Cog):
         """Finish a job this process took over from one that is gone (or from its own
         previous run): the interaction is not ours any more, so the result, or why there
         is none, is posted in the channel."""
+        current_shard.set(self.bot.shard_of(generation.guild_id))
         await self.bot.wait_until_ready()
         limits = {"size_limit": DEFAULT_UPLOAD_LIMIT, "total_limit": REQUEST_LIMIT - 512 * 1024}
         try:

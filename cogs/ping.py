@@ -28,17 +28,23 @@ class Ping(commands.Cog):
 
     @app_commands.command(name="ping", description="Check that the bot and Replicate answer")
     async def ping(self, interaction: discord.Interaction) -> None:
-        latency = self.bot.latency
+        shard_id = self.bot.shard_of(interaction.guild_id)
+        shard = self.bot.get_shard(shard_id)
+        latency = shard.latency if shard is not None else self.bot.latency
         gateway = (
             "unknown" if math.isnan(latency) or math.isinf(latency) else f"{latency * 1000:.0f} ms"
         )
+        shards = self.bot.shard_count or 1
         try:
             rtt = await self.bot.services.replicate.ping(timeout=REPLICATE_PING_TIMEOUT)
             replicate = f"{rtt:.0f} ms"
         except ReplicateServiceError as exc:
             log.info("replicate ping failed: %s", exc.user_message)
             replicate = "unreachable"
-        await respond(interaction, f"Pong! Gateway: {gateway} · Replicate: {replicate}")
+        await respond(
+            interaction,
+            f"Pong! Gateway: {gateway} (shard {shard_id} of {shards}) · Replicate: {replicate}",
+        )
 
 
 async def setup(bot: ImageBot) -> None:

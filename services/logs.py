@@ -21,13 +21,15 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TextIO
 
+from services.log_context import ShardField
+
 MASK = "**********"
 #: Shorter values are not masked (they would mask ordinary words).
 MIN_SECRET_LENGTH = 6
 #: Loggers of this project; every other logger is third-party.
 OWN_LOGGERS = ("bot", "api", "cogs", "services")
 _WEBHOOK_SECRET_PREFIX = "whsec_"
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(shard)s: %(message)s"
 
 
 class SecretMask:
@@ -121,6 +123,7 @@ def log_handler(mask: SecretMask = SECRETS, stream: TextIO | None = None) -> log
     """The handler every record goes through: to ``stream`` (stderr), masked."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(MaskingFormatter(LOG_FORMAT, mask))
+    handler.addFilter(ShardField())
     handler.addFilter(RedactSecrets(mask))
     return handler
 

@@ -77,13 +77,20 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    discord_connected = request.app[DISCORD_STATUS_KEY]()
+    discord = request.app[DISCORD_STATUS_KEY]()
+    discord_connected = None if discord is None else bool(discord["connected"])
     store_ok, replicate_ok = await request.app[PROBES_KEY].check()
     body: dict[str, Any] = {
         "store": store_ok,
         "replicate": replicate_ok,
         "discord": "not running" if discord_connected is None else discord_connected,
     }
+    if discord is not None:
+        body["shards"] = {
+            "count": discord["shard_count"],
+            "ids": discord["shard_ids"],
+            "local": discord["shards"],
+        }
     healthy = store_ok and replicate_ok and discord_connected is not False
     body["status"] = "ok" if healthy else "degraded"
     return web.json_response(body, status=200 if healthy else 503)
