@@ -975,13 +975,13 @@ async def test_api_jobs_left_unfinished_are_canceled_and_recorded_failed_at_star
 async def test_http_only_process_serves_and_stops_cleanly(
     replicate_emu: ReplicateEmulator, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = api_env(replicate_emu, tmp_path, HTTP_PORT=str(port), LOG_LEVEL="INFO")
+    env = api_env(replicate_emu, tmp_path, HTTP_PORT="0", LOG_LEVEL="INFO")
     env.pop("HTTP_HOST")
     proc = BotProcess(env, cwd=tmp_path, args=("--http-only",))
     await proc.start()
     try:
-        await proc.wait_for_log("web server listening", timeout=15)
+        line = await proc.wait_for_log("web server listening", timeout=15)
+        port = int(line.strip().rpartition(":")[2])
         async with aiohttp.ClientSession() as http:
             api = Api(f"http://127.0.0.1:{port}", http)
             assert (await api.call("GET", "/ping", token=None)).body == b"pong"

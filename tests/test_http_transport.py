@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import io
 import json
+import socket
 import threading
 from collections.abc import AsyncIterator
 
@@ -16,7 +17,6 @@ import pytest
 from aiohttp import web
 
 from services.http_transport import AiohttpTransport
-from tests.helpers.ports import free_port
 
 
 class Server:
@@ -147,8 +147,10 @@ async def test_redirects_are_left_to_httpx(server: Server, client: httpx.AsyncCl
 
 
 async def test_a_refused_connection_is_a_connect_error(client: httpx.AsyncClient) -> None:
-    with pytest.raises(httpx.ConnectError):
-        await client.get(f"http://127.0.0.1:{free_port()}/")
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{closed.getsockname()[1]}/")
 
 
 async def test_a_silent_server_is_a_read_timeout(server: Server, client: httpx.AsyncClient) -> None:
