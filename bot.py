@@ -8,15 +8,49 @@ Shared resources (one aiohttp session, the Replicate service, the store) are bui
 from __future__ import annotations
 
 import argparse
+import sys
+
+HELP_EPILOG = """\
+settings come from the environment or from a .env file in the working directory (copy
+.env.example, which explains each one). Required: DISCORD_TOKEN (not with --http-only)
+and REPLICATE_API_TOKEN. Often set: DISCORD_GUILD_ID, DATABASE_URL, HTTP_PORT,
+PUBLIC_URL, API_TOKEN, LOG_LEVEL. Every setting, with its default and meaning, is in
+the Configuration table of README.md.
+
+exit codes: 0 stopped cleanly, 1 Discord could not be reached or refused the token, or
+the bot stopped on an error, 2 a setting is missing or invalid.
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Replicate image bot for Discord, with its HTTP API and webhook receiver.",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--http-only",
+        action="store_true",
+        help="run the web server alone (HTTP API, webhooks, health), without Discord; "
+        "DISCORD_TOKEN is not needed. Listens on HTTP_HOST:HTTP_PORT (default 8080).",
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    # Answer --help (and a mistyped option) before the imports below, which take seconds.
+    parse_args()
+
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import pkgutil
 import signal
-import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
@@ -30,7 +64,9 @@ from cogs._discord_endpoints import point_discord_at
 from services.app import Services, build_services
 from services.background import BackgroundWork
 from services.log_context import shard_of
-from services.settings import Settings, SettingsError, configure_logging, load_settings
+from services.logs import configure_logging
+from services.settings import Settings, SettingsError, load_settings
+from services.store.url import sqlite_paths
 
 if TYPE_CHECKING:
     from cogs.generate import Generate
@@ -271,10 +307,13 @@ async def run(settings: Settings, *, http_only: bool = False) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # A start that fails on a setting (port, token, Discord's address) leaves no database.
+    new_paths = [path for path in sqlite_paths(settings.database_url) if not path.exists()]
     app = BotApp(settings, http_only=http_only)
     try:
         await app.start()
     except WebServerError as err:
+        remove_new(new_paths)
         print(f"Configuration error: {err}", file=sys.stderr)
         return 2
     if http_only:
@@ -293,31 +332,55 @@ async def run(settings: Settings, *, http_only: bool = False) -> int:
         stop_task.cancel()
         failure = app.bot_task.exception() if app.bot_task.done() else None
         await app.close()
-    if isinstance(failure, discord.LoginFailure):
-        print(
-            "DISCORD_TOKEN was rejected by Discord: reset the bot token in the developer "
-            "portal and set it again.",
-            file=sys.stderr,
-        )
-        return 2
     if failure is not None:
-        log.error("the bot stopped on an error", exc_info=failure)
+        line = discord_failure(failure, settings)
+        if line is None:
+            log.error("the bot stopped on an error", exc_info=failure)
+        else:
+            remove_new(new_paths)
+            print(line, file=sys.stderr)
         return 1
     log.info("stopped cleanly")
     return 0
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Replicate image bot for Discord, with its HTTP API and webhook receiver."
-    )
-    parser.add_argument(
-        "--http-only",
-        action="store_true",
-        help="run the web server alone (HTTP API, webhooks, health), without Discord; "
-        "DISCORD_TOKEN is not needed. Listens on HTTP_HOST:HTTP_PORT (default 8080).",
-    )
-    return parser.parse_args(argv)
+def remove_new(paths: list[Path]) -> None:
+    """Remove what a failed start created: files, then the folders that are left empty."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+
+
+def discord_failure(failure: BaseException, settings: Settings) -> str | None:
+    """One line for an operator when Discord could not be reached or refused the bot at
+    start (no network, DNS, a wrong DISCORD_API_BASE, a wrong token); None otherwise."""
+    base = settings.discord_api_base
+    if isinstance(failure, discord.LoginFailure):
+        return (
+            "DISCORD_TOKEN was rejected by Discord (401 Unauthorized): reset the bot token "
+            "in the developer portal (Bot > Reset Token) and set it again."
+        )
+    if isinstance(failure, discord.HTTPException):
+        url = getattr(failure.response, "url", base)
+        reason = failure.text or getattr(failure.response, "reason", None) or ""
+        answer = f"{failure.status} {reason}".strip()
+        hint = "check DISCORD_API_BASE"
+        if settings.discord_guild_id is not None and "/guilds/" in str(url):
+            hint = (
+                "check DISCORD_GUILD_ID and that the bot is in that server, invited with "
+                "the applications.commands scope"
+            )
+        return f"Discord answered {answer} to {url}: {hint}."
+    if isinstance(failure, OSError | aiohttp.ClientError | TimeoutError):
+        reason = " ".join(str(failure).split()) or type(failure).__name__
+        return (
+            f"Could not reach Discord at {base} ({reason}): check the network connection, "
+            "DNS and DISCORD_API_BASE."
+        )
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,12 +388,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(require_discord=not args.http_only)
     except SettingsError as err:
-        print(f"Configuration error: {err}", file=sys.stderr)
+        print(f"Configuration error: {err.report()}", file=sys.stderr)
         return 2
     secrets = [settings.discord_token, settings.replicate_api_token, settings.api_token]
     configure_logging(
-        settings.log_level, [secret.get_secret_value() for secret in secrets if secret is not None]
+        settings.log_level,
+        [secret.get_secret_value() for secret in secrets if secret is not None],
+        all_level=settings.log_level_all,
     )
+    if args.http_only and settings.api_token is None:
+        log.warning(
+            "API_TOKEN is not set: the HTTP API under /image/ is disabled (it answers 503); "
+            "set API_TOKEN to a long random string to enable it"
+        )
+    # The bot never joins voice: no warning that the voice libraries are missing.
+    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
     return asyncio.run(run(settings, http_only=args.http_only))
 
 

@@ -46,12 +46,28 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
+class HugeInteger:
+    """A JSON integer too long for Python to read (over 4300 digits): kept as a value
+    that no field accepts, so that the answer names the field instead of calling the
+    body invalid JSON."""
+
+    def __repr__(self) -> str:
+        return "HugeInteger()"
+
+
+def _parse_int(text: str) -> int | HugeInteger:
+    try:
+        return int(text)
+    except ValueError:
+        return HugeInteger()
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise Problem(415, "Send the body as application/json.")
     raw = await read_body(request, MAX_JSON_BODY)
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_int=_parse_int)
     except (ValueError, UnicodeDecodeError):
         raise Problem(400, "The body is not valid JSON.") from None
     if not isinstance(data, dict):

@@ -56,14 +56,14 @@ class Problem(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
-        self.title = title or _reason(status)
+        self.title = title or reason_phrase(status)
         self.headers = headers or {}
 
     def response(self) -> web.Response:
         return problem(self.status, self.title, self.detail, **self.headers)
 
 
-def _reason(status: int) -> str:
+def reason_phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
     except ValueError:

@@ -7,12 +7,15 @@ import contextlib
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from api.keys import DISCORD_STATUS_KEY, SERVICES_KEY, UPLOADS_KEY, DiscordStatus
-from api.problems import problem_middleware
+from api.problems import problem, problem_middleware, reason_phrase
 from api.routes.docs import add_docs_routes
 from api.routes.generate import generate
-from api.routes.health import OPENAPI_PATH, healthz, openapi, ping
+from api.routes.health import OPENAPI_PATH, PROBES_KEY, CachedProbes, healthz, openapi, ping
 from api.routes.train import train
 from api.routes.trainings import cancel_training, get_training
 from api.routes.webhooks import MAX_WEBHOOK_BODY, replicate_webhook
@@ -33,6 +36,7 @@ def create_web_app(
     app[SERVICES_KEY] = services
     app[DISCORD_STATUS_KEY] = discord_status
     app[UPLOADS_KEY] = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
+    app[PROBES_KEY] = CachedProbes(services)
     app.router.add_get("/ping", ping, allow_head=False)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/openapi.json", openapi, allow_head=False)
@@ -49,6 +53,51 @@ class WebServerError(Exception):
     """The server could not listen; ``str()`` is one line for an operator."""
 
 
+class _ProblemRequestHandler(RequestHandler):
+    """Answers what never reaches the application (a request aiohttp cannot parse, an
+    error past the middleware) with a short problem+json that quotes no request bytes.
+
+    aiohttp's own answer to a malformed request echoes the offending header line, and
+    its log line carries it in the traceback: an ``Authorization`` header ending in a
+    bare CR would put the API token in both."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, HttpProcessingError):
+            log.debug(
+                "refused a malformed request from %s (%s)", request.remote, type(exc).__name__
+            )
+            detail = "The request is not valid HTTP/1.1."
+        else:
+            if exc is not None:
+                log.error("error handling a request from %s", request.remote, exc_info=exc)
+            detail = "The request could not be handled."
+        response = problem(status, reason_phrase(status), detail)
+        response.force_close()
+        return response
+
+
+class _ProblemServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _AppRunner(web.AppRunner):
+    """An :class:`aiohttp.web.AppRunner` whose connections use :class:`_ProblemRequestHandler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _ProblemServer
+        return server
+
+
 class WebServer:
     def __init__(self, app: web.Application, host: str, port: int) -> None:
         self.app = app
@@ -57,7 +106,7 @@ class WebServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(
+        self._runner = _AppRunner(
             self.app, access_log=None, shutdown_timeout=5, keepalive_timeout=KEEPALIVE_TIMEOUT
         )
         await self._runner.setup()

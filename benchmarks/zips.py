@@ -13,11 +13,20 @@ Reported: MB/s of each (zip bytes over the best of ``--repeat`` passes), their r
 target is at least half the speed of testzip), and the peak memory growth of a pass (peak
 resident set minus the resident set before it; target under 64 MB), with the peak of
 Python allocations (tracemalloc) from a separate pass.
+
+``python -m benchmarks.zips --concurrent 10`` measures the bot instead: ``python bot.py``
+against the emulators, and ``--concurrent`` members sending ``/train`` at once, each with
+a zip of 13 MB that truly inflates to 0.9 GB (19 PNGs of 48 MB whose bytes deflate 68:1,
+under every ratio and size limit). Reported: the bot's peak resident set (target under
+250 MB with the default MAX_CONCURRENT_ZIP_CHECKS=2), how many were told they wait, and
+how long the last one took.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import io
 import json
 import os
 import random
@@ -31,12 +40,15 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from benchmarks.common import (
     Figure,
     at_least,
     below,
     print_table,
     proc_status_kb,
+    running_stack,
     write_results,
 )
 from services.zipcheck import MB, ZipLimits, check_zip
@@ -64,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tmp", type=Path, help="folder for the generated zip")
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--concurrent", type=int, help="send this many inflating zips to the bot at once"
+    )
+    parser.add_argument(
+        "--checks", type=int, help="MAX_CONCURRENT_ZIP_CHECKS of the bot (default: its own)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("TASK", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -211,8 +229,115 @@ def figures_of(result: dict[str, Any]) -> list[Figure]:
     ]
 
 
+# --------------------------------------------------------------------------- many at once
+
+
+def inflating_zip(path: Path, entries: int = 19, side: int = 4000) -> dict[str, Any]:
+    """A zip whose PNGs are stored uncompressed inside (zlib level 0) over flat pixels
+    with a little noise: 48 MB each, deflated about 68:1 by the zip."""
+    rng = random.Random(3)
+    row_bytes = side * 3
+    rows = bytearray(row_bytes * side)
+    for _ in range(len(rows) // 300):
+        rows[rng.randrange(len(rows))] = rng.randrange(256)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (side, side), bytes(rows)).save(buf, "PNG", compress_level=0)
+    png = buf.getvalue()
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for index in range(entries):
+            zf.writestr(f"photo-{index:02d}.png", png)
+    return {"bytes": path.stat().st_size, "unpacked": len(png) * entries, "images": entries}
+
+
+async def concurrent(args: argparse.Namespace, data: bytes, info: dict[str, Any]) -> dict[str, Any]:
+    """``args.concurrent`` members send ``/train`` with the zip at once; the bot's peak
+    resident set once every one of them got its answer."""
+    settings = {"MAX_ACTIVE_TRAININGS_PER_GUILD": "100", "TRAINING_POLL_SECONDS": "3600"}
+    if args.checks:
+        settings["MAX_CONCURRENT_ZIP_CHECKS"] = str(args.checks)
+    async with running_stack(**settings) as stack:
+        stack.replicate.training_mode = "manual"
+        members = [stack.discord.add_user(f"trainer{i}") for i in range(args.concurrent)]
+        ready_kb = proc_status_kb(stack.pid, "VmRSS")
+        began = time.perf_counter()
+        samples: list[tuple[float, int | None]] = []
+
+        async def sample() -> None:
+            while True:
+                samples.append((time.perf_counter() - began, proc_status_kb(stack.pid, "VmRSS")))
+                await asyncio.sleep(0.25)
+
+        sampler = asyncio.create_task(sample())
+        handles = await asyncio.gather(
+            *(
+                stack.discord.slash(
+                    "train",
+                    user=member,
+                    options={"trigger_word": "TOK", "model_name": f"bench-{i}", "steps": 100},
+                    attachments={"images": ("photos.zip", data)},
+                )
+                for i, member in enumerate(members)
+            )
+        )
+
+        def answered(message: Any) -> bool:
+            return "started" in message.content or "❌" in message.content
+
+        answers = await asyncio.gather(
+            *(handle.wait_original(answered, timeout=600) for handle in handles)
+        )
+        took = time.perf_counter() - began
+        sampler.cancel()
+        peak_kb = proc_status_kb(stack.pid, "VmHWM")
+        told = sum(
+            any("ahead of yours" in version.content for version in handle.original_history)
+            for handle in handles
+        )
+    return {
+        "zip": info,
+        "concurrent": args.concurrent,
+        "checks": args.checks,
+        "ready_rss_kb": ready_kb,
+        "peak_rss_kb": peak_kb,
+        "started": sum("started" in answer.content for answer in answers),
+        "told_to_wait": told,
+        "seconds": took,
+        "rss_samples": samples,
+    }
+
+
+def concurrent_figures(result: dict[str, Any]) -> list[Figure]:
+    peak = (result["peak_rss_kb"] or 0) / 1024
+    return [
+        Figure("zip size", result["zip"]["bytes"] / MB, "MB"),
+        Figure("unpacked size", result["zip"].get("unpacked", 0) / MB, "MB"),
+        Figure("zips sent at once", result["concurrent"]),
+        Figure("bot resident set when ready", (result["ready_rss_kb"] or 0) / 1024, "MB"),
+        below("bot peak resident set", peak, 250, "MB"),
+        Figure(
+            "trainings started",
+            result["started"],
+            target=f"= {result['concurrent']}",
+            ok=result["started"] == result["concurrent"],
+        ),
+        Figure("told they wait (N ahead)", result["told_to_wait"]),
+        Figure("until the last answer", result["seconds"], "s"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.concurrent:
+        with tempfile.TemporaryDirectory(prefix="bench-zips-", dir=args.tmp) as tmp:
+            path = args.zip or Path(tmp) / "inflating.zip"
+            info = inflating_zip(path) if args.zip is None else {"bytes": path.stat().st_size}
+            result = asyncio.run(concurrent(args, path.read_bytes(), info))
+        figures = concurrent_figures(result)
+        print_table(f"{args.concurrent} inflating zips sent to the bot at once", figures)
+        params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        path_out = write_results("zips-concurrent", params, figures, result, out=args.out)
+        print(f"\nwrote {path_out}")
+        return 1 if args.strict and any(f.ok is False for f in figures) else 0
     if args.child:
         task, raw = args.child
         path = Path(raw)

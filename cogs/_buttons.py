@@ -7,6 +7,7 @@ from typing import ClassVar, Protocol
 import discord
 
 from cogs._common import IdButton
+from cogs._messages import neutral, respond
 
 
 class OwnedJob(Protocol):
@@ -47,10 +48,10 @@ class CancelJobButton(IdButton):
     async def run(self, interaction: discord.Interaction) -> None:
         job = await self.find(interaction)
         if job is None:
-            await interaction.response.send_message(self.gone_text, ephemeral=True)
+            await respond(interaction, self.gone_text, ephemeral=True)
             return
         if not may_act(interaction, job.user_id, self.moderator_permission):
-            await interaction.response.send_message(self.refusal_text, ephemeral=True)
+            await respond(interaction, self.refusal_text, ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await interaction.followup.send(await self.cancel(interaction), ephemeral=True)
+        await respond(interaction, neutral(await self.cancel(interaction)), ephemeral=True)

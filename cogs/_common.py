@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs._messages import neutral, respond
 from services.log_context import current_shard, shard_of
 
 if TYPE_CHECKING:
@@ -44,12 +45,10 @@ def user_message_of(error: BaseException) -> str | None:
 
 
 async def send_ephemeral(interaction: discord.Interaction, text: str) -> None:
-    """Answer privately whether or not the interaction was already answered."""
+    """Answer privately whether or not the interaction was already answered. ``text``
+    may quote the user (a model name, a file name): its mentions are neutralised."""
     try:
-        if interaction.response.is_done():
-            await interaction.followup.send(text[:2000], ephemeral=True)
-        else:
-            await interaction.response.send_message(text[:2000], ephemeral=True)
+        await respond(interaction, neutral(text)[:2000], ephemeral=True)
     except discord.HTTPException as exc:
         log.warning("could not send an error reply for interaction %s: %s", interaction.id, exc)
 

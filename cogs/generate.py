@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from cogs._buttons import CancelJobButton, OwnedJob, may_act
 from cogs._common import DynamicButton, IdButton, Refused, bot_of, user_key
+from cogs._messages import edit_response, neutral, respond, send
 from services.errors import UserFacingError
 from services.generation import (
     HANDED_BACK,
@@ -108,7 +109,7 @@ class ProgressMessage:
             self._last = time.monotonic()
             self._shown = text
             try:
-                await self.interaction.edit_original_response(content=text, view=self.view)
+                await edit_response(self.interaction, content=text, view=self.view)
             except discord.HTTPException as exc:
                 log.info("progress edit failed for %s: %s", self.interaction.id, exc)
 
@@ -153,9 +154,9 @@ class DetailsButton(GenButton, DynamicButton, template=r"gen:details:(?P<id>[\w-
     async def run(self, interaction: discord.Interaction) -> None:
         generation = await service_of(interaction).get(self.job_id)
         if generation is None:
-            await interaction.response.send_message("This job no longer exists.", ephemeral=True)
+            await respond(interaction, "This job no longer exists.", ephemeral=True)
             return
-        await interaction.response.send_message(details_text(generation), ephemeral=True)
+        await respond(interaction, details_text(generation), ephemeral=True)
 
 
 class DeleteButton(GenButton, DynamicButton, template=r"gen:delete:(?P<id>[\w-]+)"):
@@ -165,7 +166,8 @@ class DeleteButton(GenButton, DynamicButton, template=r"gen:delete:(?P<id>[\w-]+
         generation = await service_of(interaction).get(self.job_id)
         owner_id = generation.user_id if generation is not None else None
         if not may_act(interaction, owner_id, "manage_messages"):
-            await interaction.response.send_message(
+            await respond(
+                interaction,
                 "Only the person who asked for these images, or someone with Manage Messages, "
                 "can delete them.",
                 ephemeral=True,
@@ -179,14 +181,14 @@ class DeleteButton(GenButton, DynamicButton, template=r"gen:delete:(?P<id>[\w-]+
 def details_text(generation: Generation) -> str:
     params = generation.params
     lines = [
-        f"**Prompt:** {generation.prompt}",
+        f"**Prompt:** {neutral(generation.prompt)}",
         f"**Model:** `{generation.model}`",
         f"**Aspect ratio:** {params.get('aspect_ratio')} · **Images:** {params.get('count')}",
         f"**Seed:** {generation.seed if generation.seed is not None else params.get('seed')}",
         f"**Status:** {generation.status}",
     ]
     if params.get("trigger_prepended"):
-        lines.append(f"**Trigger word added:** {params.get('trigger_word')}")
+        lines.append(f"**Trigger word added:** {neutral(str(params.get('trigger_word')))}")
     if generation.predict_time is not None:
         lines.append(f"**Replicate predict time:** {generation.predict_time:.1f} s")
     if generation.prediction_id:
@@ -197,7 +199,7 @@ def details_text(generation: Generation) -> str:
 
 def result_embed(outcome: Outcome, took: float | None) -> discord.Embed:
     generation = outcome.generation
-    prompt = generation.prompt
+    prompt = neutral(generation.prompt)
     if len(prompt) > EMBED_PROMPT:
         prompt = prompt[: EMBED_PROMPT - 1] + "…"
     embed = discord.Embed(description=prompt, colour=discord.Colour.blurple())
@@ -326,7 +328,7 @@ class Generate(commands.Cog):
     async def reroll(self, interaction: discord.Interaction, gen_id: str) -> None:
         again = await self.service.reroll_of(gen_id)
         if again is None:
-            await interaction.response.send_message("This job no longer exists.", ephemeral=True)
+            await respond(interaction, "This job no longer exists.", ephemeral=True)
             return
         await self.begin(
             interaction,
@@ -409,8 +411,8 @@ class Generate(commands.Cog):
         message: discord.Message | None = None
         if not interaction.is_expired():
             try:
-                message = await interaction.edit_original_response(
-                    content=None, embed=embed, attachments=files(), view=view
+                message = await edit_response(
+                    interaction, content=None, embed=embed, attachments=files(), view=view
                 )
             except discord.Forbidden:
                 await self._fail(interaction, "I don't have permission to attach files here.")
@@ -443,12 +445,7 @@ class Generate(commands.Cog):
         try:
             # By id, over REST: the channel may be in a guild of another process's shard.
             channel = self.bot.get_partial_messageable(channel_id)
-            users = [discord.Object(user_id)] if user_id else False
-            return await channel.send(  # type: ignore[union-attr]
-                content[:2000],
-                allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=users),
-                **kwargs,
-            )
+            return await send(channel, content[:2000], requester=user_id, **kwargs)
         except discord.HTTPException as exc:
             log.warning("could not post in channel %s: %s", channel_id, exc)
             return None
@@ -488,21 +485,22 @@ class Generate(commands.Cog):
                 await self.service.record_result_message(generation.id, message.id)
             return
         stopped = outcome.generation
-        prompt = discord.utils.escape_markdown(stopped.prompt[:200])
+        prompt = neutral(discord.utils.escape_markdown(stopped.prompt[:200]))
+        error = neutral(stopped.error or "")
         view = discord.ui.View(timeout=None)
         view.add_item(RerollButton(generation.id))
         await self._post_to_channel(
             generation.channel_id,
             generation.user_id,
-            f"{mention} your images for “{prompt}” could not be made: {stopped.error} "
+            f"{mention} your images for “{prompt}” could not be made: {error} "
             "Press Reroll to try again.",
             view=view,
         )
 
     async def _fail(self, interaction: discord.Interaction, text: str, icon: str = "❌") -> None:
-        content = f"{icon} {text}"[:2000]
+        content = f"{icon} {neutral(text)}"[:2000]
         try:
-            await interaction.edit_original_response(content=content, embed=None, view=None)
+            await edit_response(interaction, content=content, embed=None, view=None)
         except discord.HTTPException as exc:
             log.info("could not show an error for %s: %s", interaction.id, exc)
 

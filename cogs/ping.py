@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs._messages import respond
 from services.replicate import ReplicateServiceError
 
 if TYPE_CHECKING:
@@ -40,8 +41,9 @@ class Ping(commands.Cog):
         except ReplicateServiceError as exc:
             log.info("replicate ping failed: %s", exc.user_message)
             replicate = "unreachable"
-        await interaction.response.send_message(
-            f"Pong! Gateway: {gateway} (shard {shard_id} of {shards}) · Replicate: {replicate}"
+        await respond(
+            interaction,
+            f"Pong! Gateway: {gateway} (shard {shard_id} of {shards}) · Replicate: {replicate}",
         )
 
 

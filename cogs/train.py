@@ -28,6 +28,7 @@ from cogs._common import (
     report_error,
     user_key,
 )
+from cogs._messages import edit, edit_response, neutral, respond, send
 from services.errors import UserFacingError
 from services.replicate import ReplicateServiceError
 from services.store import Training
@@ -137,9 +138,7 @@ class UseModelButton(TrainButton, DynamicButton, template=r"train:use:(?P<id>[\w
     async def run(self, interaction: discord.Interaction) -> None:
         training = await service_of(interaction).get(self.job_id)
         if training is None or training.status != "succeeded":
-            await interaction.response.send_message(
-                "This model is not ready to use.", ephemeral=True
-            )
+            await respond(interaction, "This model is not ready to use.", ephemeral=True)
             return
         await interaction.response.send_modal(PromptModal(training))
 
@@ -185,21 +184,23 @@ def status_view(training: Training) -> discord.ui.View | None:
 
 
 def completion_text(training: Training) -> str:
+    """The final notice, pinging the requester; names and errors quoted are neutral."""
     mention = f"<@{training.user_id}>"
+    model_ref, trigger_word = neutral(training.model_ref), neutral(training.trigger_word)
     took = ""
     if training.completed_at:
         took = f" in {duration((training.completed_at - training.created_at).total_seconds())}"
     if training.status == "succeeded":
         version = (training.version or "").rpartition(":")[2]
         return (
-            f"{mention} your model **{training.model_ref}** is ready{took}!\n"
-            f"Version: `{version}` · trigger word: `{training.trigger_word}`\n"
-            f"Use it with `/generate model:{training.model_ref}`."
+            f"{mention} your model **{model_ref}** is ready{took}!\n"
+            f"Version: `{version}` · trigger word: `{trigger_word}`\n"
+            f"Use it with `/generate model:{model_ref}`."
         )
     if training.status == "canceled":
-        return f"{mention} the training of **{training.model_ref}** was canceled."
-    reason = training.error or "no reason given"
-    return f"{mention} the training of **{training.model_ref}** failed: {reason}"[:2000]
+        return f"{mention} the training of **{model_ref}** was canceled."
+    reason = neutral(training.error or "no reason given")
+    return f"{mention} the training of **{model_ref}** failed: {reason}"[:2000]
 
 
 class DiscordTrainingNotifier:
@@ -222,28 +223,24 @@ class DiscordTrainingNotifier:
         if training.status_message_id is not None:
             message = channel.get_partial_message(training.status_message_id)  # type: ignore[attr-defined]
             try:
-                await message.edit(embed=embed, view=view)
+                await edit(message, embed=embed, view=view)
                 return training.status_message_id
             except discord.NotFound:
                 log.info("status message of %s is gone; posting a new one", training.id)
-        sent = await channel.send(embed=embed, view=view)  # type: ignore[arg-type]
+        sent = await send(channel, embed=embed, view=view)  # type: ignore[arg-type]
         return sent.id
 
     async def finished(self, training: Training) -> bool:
         if training.channel_id is None:
             return True
         channel = await self._channel(training.channel_id)
-        mentions = discord.AllowedMentions(
-            everyone=False,
-            roles=False,
-            users=[discord.Object(training.user_id)] if training.user_id else False,
-        )
         view = completion_view(training)
         kwargs = {"view": view} if view is not None else {}
-        await channel.send(
+        await send(
+            channel,
             completion_text(training),
+            requester=training.user_id,
             nonce=training.notice_nonce,
-            allowed_mentions=mentions,
             **kwargs,
         )
         return True
@@ -253,7 +250,9 @@ async def train_allowed(interaction: discord.Interaction) -> bool:
     service = service_of(interaction)
     roles = [role.id for role in getattr(interaction.user, "roles", [])]
     if not service.role_allowed(roles):
-        needed = ", ".join(f"<@&{r}>" for r in service.settings.train_role_ids)
+        guild = interaction.guild
+        named = [guild.get_role(r) if guild else None for r in service.settings.train_role_ids]
+        needed = ", ".join(f"@{role.name}" for role in named if role is not None) or "(none)"
         raise Refused(f"Training is reserved for members with one of these roles: {needed}.")
     namespace = interaction.namespace
     try:
@@ -310,7 +309,7 @@ class Train(commands.Cog):
             text = exc.user_message
             if not text.startswith("❌"):
                 text = f"❌ {text}"
-            await interaction.edit_original_response(content=text[:2000])
+            await edit_response(interaction, content=neutral(text)[:2000])
         finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
 
@@ -332,7 +331,13 @@ class Train(commands.Cog):
             await download_to_file(response.content.iter_chunked(1 << 16), zip_path, limit)
 
         async def checked(report: object) -> None:
-            await interaction.edit_original_response(content="📤 Zip looks good, uploading…")
+            await edit_response(interaction, content="📤 Zip looks good, uploading…")
+
+        async def waiting(ahead: int) -> None:
+            zips = "zip" if ahead == 1 else "zips"
+            await edit_response(
+                interaction, content=f"⏳ Checking, {ahead} {zips} ahead of yours. Hold on…"
+            )
 
         started = await service.start(
             zip_path=zip_path,
@@ -345,19 +350,20 @@ class Train(commands.Cog):
             channel_id=interaction.channel_id,
             declared_size=images.size,
             on_checked=checked,
+            on_wait=waiting,
         )
         training = started.training
         message_id = await self.notifier.status_changed(training)
         if message_id is not None:
             await service.record_status_message(training.id, message_id)
         lines = [
-            f"✅ Training of **{training.model_ref}** started with "
+            f"✅ Training of **{neutral(training.model_ref)}** started with "
             f"{started.report.image_count} images. I'll post progress in this channel and "
             "ping you when it's done."
         ]
         if started.report.warnings:
-            lines.append("⚠️ " + "\n⚠️ ".join(started.report.warnings))
-        await interaction.edit_original_response(content="\n".join(lines)[:2000])
+            lines.append(neutral("⚠️ " + "\n⚠️ ".join(started.report.warnings)))
+        await edit_response(interaction, content="\n".join(lines)[:2000])
 
     @app_commands.command(name="trainings", description="Your recent trainings")
     @app_commands.guild_only()
@@ -369,7 +375,7 @@ class Train(commands.Cog):
             limit=15,
         )
         if not rows:
-            await interaction.response.send_message("No trainings yet.", ephemeral=True)
+            await respond(interaction, "No trainings yet.", ephemeral=True)
             return
         now = datetime.now(UTC)
         lines = []
@@ -378,13 +384,11 @@ class Train(commands.Cog):
             who = f" · <@{t.user_id}>" if everyone and t.user_id else ""
             step = f" {t.step}/{t.total_steps}" if t.status == "processing" and t.step else ""
             lines.append(
-                f"{STATUS_WORDS.get(t.status, t.status)}{step} · **{t.model_ref}** · "
-                f"`{t.trigger_word}` · {age} ago{who}"
+                f"{STATUS_WORDS.get(t.status, t.status)}{step} · **{neutral(t.model_ref)}** · "
+                f"`{neutral(t.trigger_word)}` · {age} ago{who}"
             )
         title = "Trainings in this server" if everyone else "Your trainings"
-        await interaction.response.send_message(
-            f"**{title}**\n" + "\n".join(lines)[:1900], ephemeral=True
-        )
+        await respond(interaction, f"**{title}**\n" + "\n".join(lines)[:1900], ephemeral=True)
 
 
 async def setup(bot: ImageBot) -> None:

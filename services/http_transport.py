@@ -14,6 +14,7 @@ become the httpx exceptions the client and the service expect.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -92,5 +93,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 async def _stream(request: httpx.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.stream:  # type: ignore[union-attr]
+    """The request body, piece by piece. A body that reads a file as it goes (a multipart
+    upload of a training zip) is read in a worker thread, so that the event loop never
+    waits on the disk and the file is never held in memory whole."""
+    stream = request.stream
+    if isinstance(stream, httpx.SyncByteStream) and not isinstance(stream, httpx.ByteStream):
+        pieces = iter(stream)
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            yield piece
+        return
+    async for chunk in stream:  # type: ignore[union-attr]
         yield chunk

@@ -1,13 +1,12 @@
 """The one typed settings object, read from the environment and ``.env``.
 
-Validated once at start; :func:`load_settings` turns the first problem into a
-:class:`SettingsError` whose message names the variable and how to fix it. Secrets are
+Validated once at start; :func:`load_settings` turns every problem into one
+:class:`SettingsError` whose message names each variable and how to fix it. Secrets are
 ``SecretStr`` so that ``repr``, logs and error messages show ``**********``.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,7 +36,24 @@ _HINTS: dict[str, str] = {
 
 
 class SettingsError(Exception):
-    """A missing or invalid setting; ``str()`` is one line fit for an operator."""
+    """Missing or invalid settings: ``problems`` has one line for each, ``str()`` is one
+    line fit for an operator (the first problem, and the names of the others), and
+    :meth:`report` lists them all, so that a new ``.env`` is fixed in one go."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        others = [problem.split(" ", 1)[0] for problem in problems[1:]]
+        text = _describe(problems[0])
+        if others:
+            text += f" Also to fix: {', '.join(others)}."
+        super().__init__(text)
+
+    def report(self) -> str:
+        if len(self.problems) == 1:
+            return str(self)
+        lines = [f"{len(self.problems)} settings need fixing, {WHERE}:"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        return "\n".join(lines)
 
 
 def _split_csv(value: Any) -> Any:
@@ -67,6 +83,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///data/bot.sqlite3"
     log_level: str = "INFO"
+    log_level_all: str | None = None
 
     generate_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["black-forest-labs/flux-schnell"]
@@ -87,6 +104,7 @@ class Settings(BaseSettings):
     max_train_images: int = Field(default=200, ge=1, le=1000)
     training_status_edit_seconds: float = Field(default=10.0, ge=0, le=3600, allow_inf_nan=False)
     training_poll_seconds: float = Field(default=30.0, gt=0, le=86400, allow_inf_nan=False)
+    max_concurrent_zip_checks: int = Field(default=2, ge=1, le=64)
 
     public_url: str | None = None
     http_host: str = "127.0.0.1"
@@ -152,9 +170,11 @@ class Settings(BaseSettings):
             raise ValueError("must be a Replicate username (letters, digits, '-', '_', '.')")
         return value
 
-    @field_validator("log_level")
+    @field_validator("log_level", "log_level_all")
     @classmethod
-    def _level(cls, value: str) -> str:
+    def _level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         upper = value.strip().upper()
         if upper not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
@@ -239,17 +259,32 @@ class Settings(BaseSettings):
         return 8080 if self.http_port is None else self.http_port
 
 
-def _describe(err: ValidationError) -> str:
-    first = err.errors(include_input=False, include_url=False)[0]
-    name = "_".join(str(part) for part in first["loc"] if isinstance(part, str)).upper()
-    hint = _HINTS.get(name)
-    if first["type"] == "missing":
-        where = f": set it to {hint}" if hint else ""
-        return f"{name} is not set{where}, in the environment or in .env (see .env.example)."
-    reason = first["msg"].removeprefix("Value error, ")
-    if not name:
-        return f"Invalid settings: {reason}."
-    return f"{name} is invalid: {reason}. Fix it in the environment or in .env (see .env.example)."
+WHERE = "in the environment or in .env (see .env.example)"
+
+
+def _problems(err: ValidationError) -> list[str]:
+    """One short line per missing or invalid setting, in the order they are defined."""
+    problems = []
+    for error in err.errors(include_input=False, include_url=False):
+        name = "_".join(str(part) for part in error["loc"] if isinstance(part, str)).upper()
+        hint = _HINTS.get(name)
+        reason = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing" or reason == "is empty":
+            state = "is not set" if error["type"] == "missing" else "is empty"
+            problems.append(f"{name} {state}: set it to {hint}" if hint else f"{name} {state}")
+        elif not name:
+            problems.append(f"Invalid settings: {reason}")
+        else:
+            problems.append(f"{name} is invalid: {reason}")
+    return problems
+
+
+def _describe(problem: str) -> str:
+    if problem.startswith("Invalid settings"):
+        return f"{problem}."
+    if " is not set" in problem or " is empty" in problem:
+        return f"{problem}, {WHERE}."
+    return f"{problem}. Fix it {WHERE}."
 
 
 def load_settings(
@@ -282,7 +317,7 @@ def load_settings(
             return _SettingsFromDictWithoutDiscord(**data)
         return _SettingsFromDict(**data)
     except ValidationError as err:
-        raise SettingsError(_describe(err)) from None
+        raise SettingsError(_problems(err)) from None
 
 
 class _SettingsFromDict(Settings):
@@ -312,34 +347,3 @@ class _SettingsFromDictWithoutDiscord(_SettingsFromDict):
     @classmethod
     def _blank_token(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
-
-
-def configure_logging(level: str, secrets: list[str]) -> None:
-    from services.log_context import ShardField
-
-    """Log to stderr with timestamps; any secret that slips into a record is masked."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s%(shard)s: %(message)s")
-    )
-    handler.addFilter(ShardField())
-    handler.addFilter(RedactSecrets(secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
-class RedactSecrets(logging.Filter):
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self._secrets = [s for s in secrets if s and len(s) >= 6]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        if any(s in message for s in self._secrets):
-            for secret in self._secrets:
-                message = message.replace(secret, "**********")
-            record.msg, record.args = message, None
-        return True

@@ -27,6 +27,7 @@ from services.store import NewTraining, Store, Training
 from services.store.jobs import Refusal
 from services.store.trainings import TrainingLimits, training_topic
 from services.tasks import spawn
+from services.zip_gate import ZipCheckGate
 from services.zipcheck import ZipLimits, ZipReport, check_zip_async
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class TrainingService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._poll_backoff = 0.0
+        self.zip_checks = ZipCheckGate(settings.max_concurrent_zip_checks)
 
     # -- checks ------------------------------------------------------------------
 
@@ -183,8 +185,16 @@ class TrainingService:
                 f"`{file_name}` is {size / 1024 / 1024:.0f} MB; the limit is {limit_mb} MB."
             )
 
-    async def check_zip(self, path: Path, declared_size: int | None = None) -> ZipReport:
-        report = await check_zip_async(path, self.zip_limits, declared_size=declared_size)
+    async def check_zip(
+        self,
+        path: Path,
+        declared_size: int | None = None,
+        on_wait: Callable[[int], Awaitable[None]] | None = None,
+    ) -> ZipReport:
+        """Check the zip when its turn comes (:class:`ZipCheckGate`); ``on_wait(ahead)``
+        is told when it has to wait."""
+        async with self.zip_checks.turn(on_wait):
+            report = await check_zip_async(path, self.zip_limits, declared_size=declared_size)
         if not report.ok:
             raise UserFacingError(report.message())
         return report
@@ -205,6 +215,7 @@ class TrainingService:
         source: str = "discord",
         declared_size: int | None = None,
         on_checked: Callable[[ZipReport], Awaitable[None]] | None = None,
+        on_wait: Callable[[int], Awaitable[None]] | None = None,
     ) -> StartedTraining:
         """Check everything, then upload, ensure the destination, and create the training.
 
@@ -215,7 +226,7 @@ class TrainingService:
             raise UserFacingError("Steps must be between 100 and 4000.")
         await self.check_limits(user_key, guild_id)
         destination = await self.check_destination(model_name, user_key)
-        report = await self.check_zip(zip_path, declared_size)
+        report = await self.check_zip(zip_path, declared_size, on_wait)
         if on_checked is not None:
             await on_checked(report)
         owner, _, name = destination.partition("/")

@@ -1,21 +1,36 @@
-"""Verify Replicate webhook deliveries (the Standard Webhooks scheme).
+"""Verify Replicate webhook deliveries (the Standard Webhooks scheme) with the replicate
+client's own verifier, :meth:`replicate.webhook.Webhooks.validate`.
 
 A delivery carries ``webhook-id``, ``webhook-timestamp`` (unix seconds) and
-``webhook-signature`` (space-separated ``v1,<base64>`` entries). The signed content is
-``"{id}.{timestamp}.{raw body}"``, HMAC-SHA256 keyed with the base64-decoded part of the
-secret after ``whsec_``. The raw body bytes are signed: verify before parsing JSON.
+``webhook-signature`` (space-separated ``v1,<base64>`` entries); the raw body bytes are
+signed, so verify before parsing JSON. The client's verifier is wrapped because of what
+it does with input it does not expect: a malformed timestamp or signature raises plain
+``ValueError`` or ``binascii.Error``, one malformed entry refuses the whole header even
+when another entry is valid, entries of any version are tried, and a malformed secret is
+quoted in its error message. Here every refusal is a
+:class:`WebhookVerificationError` with a fixed reason, and no message of the client's
+(which could hold the secret) is kept, logged or chained.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import time
 from collections.abc import Mapping
 
+from replicate.webhook import (
+    InvalidSecretKeyError,
+    InvalidTimestampError,
+    MissingWebhookBodyError,
+    Webhooks,
+    WebhookSigningSecret,
+)
+
 SECRET_PREFIX = "whsec_"
+#: Seconds a delivery's timestamp may be off the clock, either way (the scheme's default).
+DEFAULT_TOLERANCE = 300
+REQUIRED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
 class WebhookVerificationError(Exception):
@@ -26,20 +41,29 @@ class WebhookVerificationError(Exception):
         super().__init__(reason)
 
 
-def _secret_bytes(secret: str) -> bytes:
-    key = secret.removeprefix(SECRET_PREFIX)
+class WebhookSecretError(ValueError):
+    """The signing secret itself is malformed: a configuration problem, not a forgery."""
+
+
+def check_secret(secret: str) -> None:
+    """Raise :class:`WebhookSecretError` (which never quotes it) unless ``secret`` is
+    ``whsec_`` followed by base64."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise WebhookSecretError("the webhook signing secret does not start with whsec_")
     try:
-        return base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        # A configuration problem, not a forged delivery: fail loudly.
-        raise ValueError("the webhook signing secret is not valid base64") from exc
+        base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise WebhookSecretError("the webhook signing secret is not valid base64") from None
 
 
-def sign_webhook(secret: str, msg_id: str, timestamp: int | str, body: bytes) -> str:
-    """The ``v1,<base64>`` signature of one delivery."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_secret_bytes(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode("ascii")
+def _is_v1(entry: str) -> bool:
+    """A ``v1,<base64>`` entry: the only kind the client's verifier can check."""
+    version, _, signature = entry.partition(",")
+    try:
+        base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return version == "v1" and bool(signature)
 
 
 def verify_webhook(
@@ -47,37 +71,42 @@ def verify_webhook(
     body: bytes,
     secret: str,
     *,
-    tolerance: int = 300,
-    now: float | None = None,
+    tolerance: int = DEFAULT_TOLERANCE,
 ) -> None:
     """Raise :class:`WebhookVerificationError` unless the delivery is signed with
-    ``secret`` and its timestamp is within ``tolerance`` seconds of ``now``."""
+    ``secret`` and its timestamp is within ``tolerance`` seconds of the clock."""
+    check_secret(secret)
     lowered = {key.lower(): value for key, value in headers.items()}
-    msg_id = lowered.get("webhook-id")
-    timestamp = lowered.get("webhook-timestamp")
-    signatures = lowered.get("webhook-signature")
-    if not msg_id:
-        raise WebhookVerificationError("missing webhook-id header")
-    if not timestamp:
-        raise WebhookVerificationError("missing webhook-timestamp header")
-    if not signatures:
-        raise WebhookVerificationError("missing webhook-signature header")
-
+    for name in REQUIRED_HEADERS:
+        if not lowered.get(name):
+            raise WebhookVerificationError(f"missing {name} header")
     try:
-        sent_at = int(timestamp)
+        sent_at = int(lowered["webhook-timestamp"])
     except ValueError:
         raise WebhookVerificationError("invalid webhook-timestamp header") from None
-    current = time.time() if now is None else now
-    if sent_at < current - tolerance:
-        raise WebhookVerificationError("webhook timestamp is too old")
-    if sent_at > current + tolerance:
-        raise WebhookVerificationError("webhook timestamp is in the future")
-
-    expected = sign_webhook(secret, msg_id, timestamp, body).encode("ascii")
-    for candidate in signatures.split():
-        version, _, _ = candidate.partition(",")
-        if version != "v1":
-            continue
-        if hmac.compare_digest(candidate.encode("ascii", "replace"), expected):
-            return
-    raise WebhookVerificationError("webhook signature does not match")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebhookVerificationError("webhook body is not UTF-8") from None
+    v1 = [entry for entry in lowered["webhook-signature"].split() if _is_v1(entry)]
+    if not v1:
+        raise WebhookVerificationError("webhook signature does not match")
+    lowered["webhook-signature"] = " ".join(v1)
+    try:
+        Webhooks.validate(
+            headers=lowered,
+            body=text,
+            secret=WebhookSigningSecret(key=secret),
+            tolerance=tolerance,
+        )
+    except InvalidSecretKeyError:
+        raise WebhookSecretError("the webhook signing secret is malformed") from None
+    except InvalidTimestampError:
+        late = sent_at < time.time()
+        reason = "webhook timestamp is too old" if late else "webhook timestamp is in the future"
+        raise WebhookVerificationError(reason) from None
+    except MissingWebhookBodyError:
+        raise WebhookVerificationError("missing webhook body") from None
+    except ValueError:
+        # InvalidSignatureError, and binascii.Error for an entry that is not base64.
+        raise WebhookVerificationError("webhook signature does not match") from None

@@ -230,7 +230,7 @@ async def test_slash_defer_followup_with_file_then_edit(
         "echo", user=alice, options={"text": "hi"}, attachments={"file": ("in.bin", b"\x00data")}
     )
     first = await handle.first_response(timeout=3)
-    assert first.type == 5 and first.latency < 3
+    assert first.type == 5  # a late callback would have been refused (Discord's 3 s)
     followup = await handle.wait_followup(timeout=5)
     original = await handle.wait_original(lambda m: m.content == "done hi", timeout=5)
     assert not original.loading

@@ -26,6 +26,7 @@ from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from api import OPENAPI_PATH, api_user_key, bodies
+from api.routes.health import PROBES_KEY
 from bot import BotApp
 from services.replicate import ReplicateService
 from services.settings import load_settings
@@ -250,6 +251,44 @@ async def test_healthz_is_503_when_replicate_is_down(
     assert health.json()["replicate"] is False and health.json()["status"] == "degraded"
 
 
+async def test_healthz_probes_at_most_once_per_interval(
+    server: ApiServer, replicate_emu: ReplicateEmulator
+) -> None:
+    """200 requests at once cost one call to Replicate; a failed probe is reported until
+    the next one, which waits for the interval whatever the request rate."""
+    api = await server.start()
+    assert server.app is not None and server.app.web is not None
+    probes = server.app.web.app[PROBES_KEY]
+    assert probes.interval == 10.0
+    now = [1000.0]
+    probes.clock = lambda: now[0]
+
+    def account_calls() -> int:
+        return replicate_emu.request_count("GET", "/v1/account")
+
+    before = account_calls()
+    answers = await asyncio.gather(
+        *(api.call("GET", "/healthz", token=None, documented=False) for _ in range(200))
+    )
+    assert {answer.status for answer in answers} == {200}
+    assert account_calls() - before == 1 and probes.probes == 1
+
+    replicate_emu.error_next("GET", "/v1/account", status=500, count=100)
+    now[0] += 9.9
+    assert (await api.call("GET", "/healthz", token=None)).status == 200  # still fresh
+    assert account_calls() - before == 1
+
+    now[0] += 0.1
+    failed = await asyncio.gather(*(api.call("GET", "/healthz", token=None) for _ in range(50)))
+    assert {answer.status for answer in failed} == {503}
+    assert {answer.json()["replicate"] for answer in failed} == {False}
+    assert probes.probes == 2
+    calls = account_calls()
+    now[0] += 5
+    assert (await api.call("GET", "/healthz", token=None)).status == 503
+    assert account_calls() == calls and probes.probes == 2
+
+
 async def test_unknown_route_and_wrong_method_are_problems(api: Api) -> None:
     missing = await api.call("GET", "/nowhere", documented=False)
     assert missing.status == 404 and "/openapi.json" in missing.detail
@@ -419,6 +458,43 @@ async def test_generate_cooldown(server: ApiServer) -> None:
     assert 0 < int(refused.headers["Retry-After"]) <= 60
 
 
+async def test_a_bad_body_is_422_whatever_the_cooldown(
+    server: ApiServer, replicate_emu: ReplicateEmulator
+) -> None:
+    """The whole body is checked before the limits: a caller in its cooldown still learns
+    what is wrong with the request, not just to wait."""
+    api = await server.start(GENERATE_COOLDOWN_SECONDS="3600")
+    assert (await api.generate(prompt="one")).status == 200
+    bad = {
+        "prompt": {"prompt": "   "},
+        "seed": {"prompt": "x", "seed": -1},
+        "aspect_ratio": {"prompt": "x", "aspect_ratio": "5:5"},
+        "model": {"prompt": "x", "model": "not a model"},
+        "colour": {"prompt": "x", "colour": "red"},
+    }
+    for name, body in bad.items():
+        answer = await api.generate(**body)
+        assert answer.status == 422 and name in answer.detail, (name, answer)
+    assert (await api.generate(prompt="two")).status == 429
+    assert replicate_emu.counts["predictions_created"] == 1
+
+
+@pytest.mark.parametrize("digits", [4301, 5000, 60000])
+async def test_a_huge_seed_is_422_naming_seed(api: Api, digits: int) -> None:
+    raw = b'{"prompt": "x", "seed": ' + b"9" * digits + b"}"
+    answer = await api.call(
+        "POST", "/image/generate", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status == 422 and "`seed`" in answer.detail, answer
+    prompt = await api.call(
+        "POST",
+        "/image/generate",
+        data=b'{"prompt": ' + b"1" * 5000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert prompt.status == 422 and "`prompt`" in prompt.detail
+
+
 async def test_generate_safety_filter_and_model_failure(
     api: Api, server: ApiServer, replicate_emu: ReplicateEmulator
 ) -> None:
@@ -476,6 +552,31 @@ async def test_a_slow_client_is_cut_off(api: Api, monkeypatch: pytest.MonkeyPatc
 
 
 # --------------------------------------------------------------------------- train
+
+
+async def test_train_is_503_when_the_zip_check_would_wait_long(
+    server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
+) -> None:
+    api = await server.start(MAX_CONCURRENT_ZIP_CHECKS="1")
+    gate = server.services.trainings.zip_checks
+    gate.typical_seconds = 60.0
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def another_check() -> None:
+        async with gate.turn():
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(another_check())
+    await held.wait()
+    refused = await api.train_upload(zip_bytes(tmp_path), new_model_name="m", trigger_word="TOK")
+    assert refused.status == 503 and "waiting to be checked" in refused.detail
+    assert refused.headers["Retry-After"] == "60"
+    assert nothing_created(replicate_emu)
+    release.set()
+    await holder
+    started = await api.train_upload(zip_bytes(tmp_path), new_model_name="m", trigger_word="TOK")
+    assert started.status == 201
 
 
 async def test_train_upload_happy_path_and_state(
@@ -874,13 +975,13 @@ async def test_api_jobs_left_unfinished_are_canceled_and_recorded_failed_at_star
 async def test_http_only_process_serves_and_stops_cleanly(
     replicate_emu: ReplicateEmulator, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = api_env(replicate_emu, tmp_path, HTTP_PORT=str(port), LOG_LEVEL="INFO")
+    env = api_env(replicate_emu, tmp_path, HTTP_PORT="0", LOG_LEVEL="INFO")
     env.pop("HTTP_HOST")
     proc = BotProcess(env, cwd=tmp_path, args=("--http-only",))
     await proc.start()
     try:
-        await proc.wait_for_log("web server listening", timeout=15)
+        line = await proc.wait_for_log("web server listening", timeout=15)
+        port = int(line.strip().rpartition(":")[2])
         async with aiohttp.ClientSession() as http:
             api = Api(f"http://127.0.0.1:{port}", http)
             assert (await api.call("GET", "/ping", token=None)).body == b"pong"

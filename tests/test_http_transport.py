@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import json
+import socket
+import threading
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,7 +17,6 @@ import pytest
 from aiohttp import web
 
 from services.http_transport import AiohttpTransport
-from tests.helpers.ports import free_port
 
 
 class Server:
@@ -25,7 +27,7 @@ class Server:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> Server:
-        app = web.Application()
+        app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/echo", self._echo)
         app.router.add_get("/gzip", self._gzip)
         app.router.add_get("/moved", self._moved)
@@ -101,6 +103,36 @@ async def test_a_streamed_body_arrives_whole(server: Server, client: httpx.Async
     assert server.bodies[-1][1] == b"".join(chunks)
 
 
+class ThreadedFile(io.BytesIO):
+    """A file that notes the thread of every read and the largest read asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.threads: set[int] = set()
+        self.largest = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.threads.add(threading.get_ident())
+        self.largest = max(self.largest, size if size is not None and size >= 0 else 1 << 62)
+        return super().read(size)
+
+
+async def test_a_file_upload_is_read_in_pieces_off_the_event_loop(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    """A training zip is streamed from disk as it is sent: never read whole, never read
+    by the event loop's thread."""
+    data = bytes(range(256)) * 8192  # 2 MB
+    upload = ThreadedFile(data)
+    response = await client.post(
+        f"{server.url}/echo", files={"content": ("images.zip", upload, "application/zip")}
+    )
+    assert response.status_code == 201
+    assert data in server.bodies[-1][1]
+    assert upload.threads and threading.get_ident() not in upload.threads
+    assert upload.largest <= 1024 * 1024
+
+
 async def test_gzip_is_decoded_once(server: Server, client: httpx.AsyncClient) -> None:
     response = await client.get(f"{server.url}/gzip")
     assert response.json() == {"status": "succeeded"}
@@ -115,8 +147,10 @@ async def test_redirects_are_left_to_httpx(server: Server, client: httpx.AsyncCl
 
 
 async def test_a_refused_connection_is_a_connect_error(client: httpx.AsyncClient) -> None:
-    with pytest.raises(httpx.ConnectError):
-        await client.get(f"http://127.0.0.1:{free_port()}/")
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{closed.getsockname()[1]}/")
 
 
 async def test_a_silent_server_is_a_read_timeout(server: Server, client: httpx.AsyncClient) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -52,19 +51,16 @@ def test_small_unknown_data_is_returned_unchanged() -> None:
     assert (fitted.width, fitted.height) == (0, 0)
 
 
-def test_big_noisy_png_with_alpha_fits_quickly() -> None:
+def test_big_noisy_png_with_alpha_fits() -> None:
     data = _noise_png((2048, 2048))
     limit = 10 * MiB
     assert len(data) > limit
-    start = time.perf_counter()
     fitted = fit_image(data, "render.png", limit)
-    elapsed = time.perf_counter() - start
     assert len(fitted.data) <= limit
     assert fitted.reencoded
     assert (fitted.content_type, fitted.filename) == ("image/webp", "render.webp")
     im = _decode(fitted)
     assert im.mode == "RGBA"
-    assert elapsed < 5  # typically well under 1 s; generous for slow CI machines
 
 
 def test_alpha_is_kept_in_webp() -> None:

@@ -25,11 +25,12 @@ import aiohttp
 import pytest
 
 from services.store import open_store
-from services.webhooks import sign_webhook
 from tests.emulators.discord import DiscordEmulator, InteractionHandle, Message, User
 from tests.emulators.replicate import NSFW_OFFICIAL, ReplicateEmulator
+from tests.emulators.replicate.webhooks import sign_webhook
 from tests.harness import BotHarness, BotProcess, bot_env
 from tests.helpers import zips
+from tests.helpers.quiet import wait_until_quiet
 from tests.helpers.store import recent_generations, wait_for_stored_prediction_ids
 from tests.test_train import (
     FAST,
@@ -344,7 +345,7 @@ async def test_sigkill_with_trainings_and_generations_in_flight_then_restart(
             ),
             timeout=20,
         )
-        await discord_emu.wait_until(lambda: discord_emu._inflight == 0, timeout=5)
+        await wait_until_quiet(discord_emu, replicate_emu, database_url, poll_seconds=0.05)
     finally:
         await second.kill()
     for user in trainers:
@@ -455,6 +456,7 @@ async def test_sigterm_finishes_running_work_then_exits_cleanly(
             lambda m: bob.id in m.pinged_user_ids() and len(m.attachments) == 1,
             15,
         )
+        await wait_until_quiet(discord_emu, replicate_emu, database_url, poll_seconds=0.05)
     finally:
         await again.kill()
     assert len(notices_for(discord_emu, carol)) == 1
@@ -537,6 +539,8 @@ async def test_forged_and_replayed_webhooks_change_nothing(
         fresh = replicate_emu.sign(delivered.body)
         async with http.post(url, data=delivered.body, headers=fresh) as response:
             assert response.status == 200
+    database_url = harness.env["DATABASE_URL"]
+    await wait_until_quiet(discord_emu, replicate_emu, database_url, poll_seconds=0)
     assert [m for m in discord_emu.messages() if is_notice(m)] == [notice]
 
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from services.settings import RedactSecrets, SettingsError, load_settings
+from services.logs import RedactSecrets
+from services.settings import SettingsError, load_settings
 
 VERSION = "0123456789abcdef" * 4
 BASE = {"DISCORD_TOKEN": "discord-secret-token", "REPLICATE_API_TOKEN": "r8_secret_token"}

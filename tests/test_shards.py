@@ -22,6 +22,7 @@ from tests.emulators.discord.model import Channel, Guild, User
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotProcess, bot_env
 from tests.helpers.databases import PG_URL, fresh_database
+from tests.helpers.quiet import wait_until_quiet
 from tests.test_train import FAST, is_notice, started_training
 
 pytestmark = [
@@ -242,7 +243,9 @@ async def test_a_training_notice_goes_out_once_when_its_webhooks_reach_the_other
     notice = await cluster.discord.wait_for_message(
         cluster.channel(0), lambda m: is_notice(m) and alice.id in m.pinged_user_ids(), 15
     )
-    await cluster.replicate.wait_for(lambda: cluster.replicate.webhooks_pending() == 0)
+    await wait_until_quiet(
+        cluster.discord, cluster.replicate, cluster.database_url, poll_seconds=0.05
+    )
     notices = [m for m in cluster.discord.messages(cluster.channel(0)) if is_notice(m)]
     assert [m.id for m in notices] == [notice.id]
 

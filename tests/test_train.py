@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from tests.emulators.replicate import Job, ReplicateEmulator
 from tests.harness import BotHarness
 from tests.helpers import zips
 from tests.helpers.ports import free_port
+from tests.helpers.quiet import wait_until_quiet
 
 FAST = {"TRAINING_POLL_SECONDS": "0.05", "TRAINING_STATUS_EDIT_SECONDS": "0"}
 
@@ -124,6 +126,10 @@ async def test_happy_path_progress_and_completion_ping(
     await discord_emu.wait_for_message(
         discord_emu.channel, lambda m: is_status(m) and "Done" in m.embeds[0]["description"]
     )
+    await wait_until_quiet(
+        discord_emu, replicate_emu, harness.env["DATABASE_URL"], poll_seconds=0.05
+    )
+    assert [m for m in discord_emu.messages(discord_emu.channel) if is_notice(m)] == [notice]
     # Generating with the finished model: button -> modal -> images, trigger word kept.
     press = await discord_emu.press(notice, notice.components[0].custom_id or "", user=alice)
     opened = await press.first_response()
@@ -375,6 +381,34 @@ async def test_webhooks_drive_progress_and_redeliveries_change_nothing(
                 assert response.status == 200
         async with http.post(url, data=final, headers=replicate_emu.sign(final)) as response:
             assert response.status == 200
+    await wait_until_quiet(discord_emu, replicate_emu, harness.env["DATABASE_URL"], poll_seconds=0)
     notices = [m for m in discord_emu.messages(discord_emu.channel) if is_notice(m)]
     assert notices == [notice], "a repeated delivery sent a second notice"
     assert replicate_emu.request_count("GET", r"/v1/trainings/.+") <= 1
+
+
+async def test_zips_past_the_bound_wait_their_turn_and_are_told(
+    harness: BotHarness,
+    discord_emu: DiscordEmulator,
+    replicate_emu: ReplicateEmulator,
+    tmp_path: Path,
+) -> None:
+    await harness.start(MAX_CONCURRENT_ZIP_CHECKS="1", **FAST)
+    gate = harness.services.trainings.zip_checks
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def another_check() -> None:
+        async with gate.turn():
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(another_check())
+    await held.wait()
+    handle = await start_training(discord_emu, tmp_path)
+    told = await handle.wait_original(lambda m: "ahead of yours" in m.content, timeout=10)
+    assert "Checking, 1 zip ahead of yours" in told.content and told.ephemeral
+    assert gate.waiting == 1 and nothing_created(replicate_emu)
+    release.set()
+    await holder
+    await handle.wait_original(lambda m: "started" in m.content, timeout=15)
+    assert replicate_emu.counts["trainings_created"] == 1

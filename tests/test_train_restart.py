@@ -9,6 +9,7 @@ import pytest
 from tests.emulators.discord import DiscordEmulator, Message
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness, BotProcess, bot_env
+from tests.helpers.quiet import wait_until_quiet
 from tests.test_train import FAST, is_notice, is_status, started_training
 
 pytestmark = pytest.mark.backends
@@ -53,6 +54,7 @@ async def test_sigkill_mid_training_then_restart_notifies_exactly_once(
             lambda m: m.id == status.id and "Done" in m.embeds[0]["description"],
             timeout=10,
         )
+        await wait_until_quiet(discord_emu, replicate_emu, database_url, poll_seconds=0.05)
     finally:
         await second.kill()
     assert [u.id for u in notice.pinged_users()] == [alice.id]
@@ -89,4 +91,7 @@ async def test_crash_between_notice_and_record_sends_no_second_notice(
             break
         await harness.services.trainings.poll_once()
     assert await harness.services.store.unfinished_trainings() == []
+    await wait_until_quiet(
+        discord_emu, replicate_emu, harness.env["DATABASE_URL"], poll_seconds=0.05
+    )
     assert len(notices(discord_emu)) == 1

@@ -41,6 +41,8 @@ DEFAULT_TRAIN_STEPS = 1000
 #: Room for the multipart framing and text fields beside the zip itself.
 MULTIPART_OVERHEAD = 64 * 1024
 MAX_FORM_PARTS = 10
+#: A request that would wait longer than this for its zip check is told to come back.
+MAX_ZIP_CHECK_WAIT = 30.0
 
 
 @requires_token
@@ -52,6 +54,13 @@ async def train(request: web.Request) -> web.Response:
         raise Problem(415, "Send multipart/form-data (with the zip) or application/json.")
     if uploads.locked():
         raise Problem(503, "Too many uploads at once; try again shortly.", headers=retry_after(30))
+    checks = services.trainings.zip_checks
+    if checks.expected_wait() > MAX_ZIP_CHECK_WAIT:
+        raise Problem(
+            503,
+            f"{checks.ahead()} training zips are waiting to be checked; try again later.",
+            headers=retry_after(checks.expected_wait()),
+        )
     async with uploads:
         folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="api-train-"))
         try:

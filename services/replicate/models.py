@@ -4,7 +4,6 @@ and uploads."""
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -99,9 +98,19 @@ async def upload(
                 f"file is {size} bytes, limit {MAX_UPLOAD_BYTES}",
                 user_message="The file is too large for Replicate (100 MB at most).",
             )
-        fileobj: BinaryIO = io.BytesIO(await asyncio.to_thread(path.read_bytes))
-    else:
-        fileobj = source
+        # Streamed from disk as it is sent (read in a worker thread by the transport):
+        # ten zips uploaded at once must not be ten zips in memory.
+        opened: BinaryIO = await asyncio.to_thread(path.open, "rb")
+        try:
+            return await _upload(api, opened, filename, content_type)
+        finally:
+            await asyncio.to_thread(opened.close)
+    return await _upload(api, source, filename, content_type)
+
+
+async def _upload(
+    api: ReplicateApi, fileobj: BinaryIO, filename: str, content_type: str
+) -> UploadedFile:
     uploaded = await api.call(
         api.client.files.async_create(fileobj, filename=filename, content_type=content_type),
         not_found=NotFoundError,

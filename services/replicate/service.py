@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from services.input_images import DATA_URI_MAX_BYTES, to_data_uri
+from services.logs import add_secret
 from services.model_inputs import ModelInputs
 from services.replicate import models, trainings
 from services.replicate.api import ReplicateApi
@@ -176,6 +177,7 @@ class ReplicateService:
                 if self._webhook_secret is None:
                     api = self._api
                     secret = await api.call(api.client.webhooks.default.async_secret())
+                    add_secret(secret.key)
                     self._webhook_secret = secret.key
         return self._webhook_secret
 

@@ -54,6 +54,24 @@ def prepare_sqlite_path(url: URL) -> None:
     Path(db).parent.mkdir(parents=True, exist_ok=True)
 
 
+#: The database file and the files SQLite keeps beside it.
+SQLITE_SUFFIXES = ("", "-journal", "-wal", "-shm")
+
+
+def sqlite_paths(database_url: str) -> list[Path]:
+    """The files of the SQLite store at ``database_url`` and its folders, deepest first
+    (none for another backend, an in-memory database or an invalid URL)."""
+    try:
+        url = normalize_database_url(database_url)
+    except ValueError:
+        return []
+    db = url.database or ""
+    if not url.drivername.startswith("sqlite") or is_memory_sqlite(url) or db.startswith("file:"):
+        return []
+    path = Path(db).absolute()
+    return [path.with_name(path.name + suffix) for suffix in SQLITE_SUFFIXES] + list(path.parents)
+
+
 def asyncpg_dsn(url: URL) -> str:
     """The libpq-style address asyncpg connects to, for a normalised PostgreSQL URL."""
     query = dict(url.query)

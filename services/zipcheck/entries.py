@@ -76,6 +76,10 @@ class EntryChecker:
                 findings.entry_problem(item.index, name, UNSUPPORTED_COMPRESSION)
             except Exception:
                 findings.entry_problem(item.index, name, "could not be read (corrupt data).")
+            finally:
+                # Let go of this entry before the next one is read: two big entries at
+                # once would double the check's peak memory.
+                data = None
 
     def check_caption(self, item: Item, data: bytes | bytearray, matched: bool) -> None:
         name = item.info.orig_filename

@@ -94,6 +94,7 @@ class EmulatorState:
         self._tasks: set[asyncio.Task[Any]] = set()
         # One queue per job: a job's deliveries arrive in order, different jobs' at once.
         self._webhook_queues: dict[str, asyncio.Queue[tuple[tuple[str, ...], bytes]]] = {}
+        self._delivering = 0  # webhook deliveries being attempted
         self._http: aiohttp.ClientSession | None = None
         self._runners: list[web.AppRunner] = []
         self.base_url = ""
@@ -149,8 +150,8 @@ class EmulatorState:
     # ------------------------------------------------------------------ reading
 
     def webhooks_pending(self) -> int:
-        """Deliveries queued and not yet attempted."""
-        return sum(queue.qsize() for queue in self._webhook_queues.values())
+        """Deliveries queued or being attempted (retries included)."""
+        return sum(queue.qsize() for queue in self._webhook_queues.values()) + self._delivering
 
     def query_strings(self, method: str, path: str) -> list[str]:
         """The query strings of the requests made to exactly ``path``, in order."""

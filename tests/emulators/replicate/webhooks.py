@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -14,12 +17,20 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from services.webhooks import sign_webhook
 from tests.emulators.replicate.common import bind
 from tests.emulators.replicate.model import Job, WebhookDelivery
 from tests.emulators.replicate.state import EmulatorState
 
 log = logging.getLogger(__name__)
+
+
+def sign_webhook(secret: str, msg_id: str, timestamp: int | str, body: bytes) -> str:
+    """The ``v1,<base64>`` Standard Webhooks signature of one delivery: HMAC-SHA256 of
+    ``"{id}.{timestamp}.{body}"`` keyed with the base64 part of ``whsec_<base64>``."""
+    key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
 
 
 class WebhooksMixin(EmulatorState):
@@ -51,31 +62,40 @@ class WebhooksMixin(EmulatorState):
         """Deliver one job's events in order, retrying non-2xx answers (same webhook-id)."""
         while True:
             events, body = await queue.get()
-            assert self._http is not None and job.webhook
-            headers = {"Content-Type": "application/json", **self.sign(body)}
-            for attempt in range(1, self.webhook_max_attempts + 1):
-                headers.update(self.sign(body, headers["webhook-id"]))
-                status: int | None = None
-                try:
-                    async with self._http.post(
-                        job.webhook,
-                        data=body,
-                        headers=headers,
-                        timeout=aiohttp.ClientTimeout(total=5),
-                        allow_redirects=False,
-                    ) as resp:
-                        status = resp.status
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    log.debug("webhook delivery to %s failed: %r", job.webhook, exc)
-                self.webhook_deliveries.append(
-                    WebhookDelivery(job.webhook, events, body, dict(headers), attempt, status)
-                )
-                if status is not None and 200 <= status < 300:
-                    self.counts["webhooks_delivered"] += 1
-                    await self._notify()
-                    break
+            self._delivering += 1
+            try:
+                await self._deliver(job, events, body)
+            finally:
+                self._delivering -= 1
                 await self._notify()
-                await asyncio.sleep(self.webhook_retry_delay * attempt)
+
+    async def _deliver(self, job: Job, events: tuple[str, ...], body: bytes) -> None:
+        """One delivery, retried with the same webhook-id until a 2xx or the last attempt."""
+        assert self._http is not None and job.webhook
+        headers = {"Content-Type": "application/json", **self.sign(body)}
+        for attempt in range(1, self.webhook_max_attempts + 1):
+            headers.update(self.sign(body, headers["webhook-id"]))
+            status: int | None = None
+            try:
+                async with self._http.post(
+                    job.webhook,
+                    data=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=5),
+                    allow_redirects=False,
+                ) as resp:
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.debug("webhook delivery to %s failed: %r", job.webhook, exc)
+            self.webhook_deliveries.append(
+                WebhookDelivery(job.webhook, events, body, dict(headers), attempt, status)
+            )
+            if status is not None and 200 <= status < 300:
+                self.counts["webhooks_delivered"] += 1
+                await self._notify()
+                break
+            await self._notify()
+            await asyncio.sleep(self.webhook_retry_delay * attempt)
 
 
 class WebhookReceiver:
