@@ -18,12 +18,13 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import trustme
 
 from tests.emulators.discord import DiscordEmulator
@@ -147,6 +148,17 @@ def print_ratios(title: str, rows: Iterable[Ratio]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def print_grid(title: str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A plain table: a header, then one line per row, columns padded to their widest."""
+    table = [tuple(header), *(tuple(row) for row in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    print(f"\n{title}")
+    for index, line in enumerate(table):
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
 def write_results(
     name: str,
     params: dict[str, Any],
@@ -221,29 +233,56 @@ def cpu_seconds(pid: int) -> float | None:
 
 @dataclass
 class Stack:
-    """Both emulators and the bot subprocess that talks to them."""
+    """Both emulators and the bot subprocesses that talk to them."""
 
     discord: DiscordEmulator
     replicate: ReplicateEmulator
-    bot: BotProcess
+    bots: list[BotProcess]
     workdir: Path
-    exit_code: int | None = None
+    #: Each bot's environment, in the order of ``bots``.
+    envs: list[dict[str, str]] = field(default_factory=list)
+    exit_codes: list[int | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
+    def bot(self) -> BotProcess:
+        return self.bots[0]
+
+    @property
     def pid(self) -> int:
-        assert self.bot.proc is not None
-        return self.bot.proc.pid
+        return self.pids[0]
+
+    @property
+    def pids(self) -> list[int]:
+        pids = []
+        for bot in self.bots:
+            assert bot.proc is not None
+            pids.append(bot.proc.pid)
+        return pids
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.exit_codes[0] if self.exit_codes else None
+
+    @property
+    def http_ports(self) -> list[int]:
+        """The ``HTTP_PORT`` of each bot that has one."""
+        return [int(env["HTTP_PORT"]) for env in self.envs if env.get("HTTP_PORT")]
 
 
 class ScriptBotProcess(BotProcess):
-    """``python [-m cProfile -o <path>] <script>``: ``bot.py`` or another bot (the load
-    benchmark's peer). With a profile, it is written when the process exits."""
+    """``python [-m cProfile -o <path>] <script> [args]``: ``bot.py`` or another bot (the
+    load benchmark's peer). With a profile, it is written when the process exits."""
 
     def __init__(
-        self, env: dict[str, str], cwd: Path, script: Path, profile: Path | None = None
+        self,
+        env: dict[str, str],
+        cwd: Path,
+        script: Path,
+        profile: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(env, cwd)
+        super().__init__(env, cwd, args)
         self.script = script
         self.profile = None if profile is None else profile.resolve()
 
@@ -253,6 +292,7 @@ class ScriptBotProcess(BotProcess):
             sys.executable,
             *profiling,
             str(self.script),
+            *self.args,
             cwd=self.cwd,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -270,13 +310,20 @@ async def running_stack(
     ready_timeout: float = 30.0,
     profile: Path | None = None,
     script: Path | None = None,
+    processes: Sequence[Mapping[str, str]] = ({},),
+    bot_args: tuple[str, ...] = (),
+    prepare: Callable[[DiscordEmulator], None] | None = None,
     **settings: str,
 ) -> AsyncIterator[Stack]:
     """Start the emulators and ``python bot.py`` (settings as environment variables);
     stop the bot with SIGTERM on the way out (SIGKILL if it does not exit in time).
 
-    With ``profile``, the bot runs under cProfile and writes its profile there. With
-    ``script``, that file runs instead of ``bot.py``, with the same environment."""
+    ``processes`` starts one bot per item, each with the settings plus the item's own
+    (``SHARD_IDS``, ``HTTP_PORT``); ``bot_args`` are their command line (``--http-only``:
+    ready when every ``HTTP_PORT`` answers, else when every shard is ready on the
+    gateway). ``prepare`` builds the Discord world (guilds, shards) before they start.
+    With ``profile``, the first bot runs under cProfile and writes its profile there.
+    With ``script``, that file runs instead of ``bot.py``, with the same environment."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
         ca = trustme.CA()
@@ -290,24 +337,54 @@ async def running_stack(
         try:
             for index in range(users):
                 discord.add_user(f"user{index}")
-            env = bot_env(discord, replicate, workdir, **{"LOG_LEVEL": "WARNING", **settings})
-            env["SSL_CERT_FILE"] = str(ca_file)
-            bot = ScriptBotProcess(
-                env,
-                workdir,
-                script or ROOT / "bot.py",
-                profile,
-            )
-            stack = Stack(discord, replicate, bot, workdir)
-            await bot.start()
+            if prepare is not None:
+                prepare(discord)
+            stack = Stack(discord, replicate, [], workdir)
+            for index, own in enumerate(processes):
+                env = bot_env(
+                    discord, replicate, workdir, **{"LOG_LEVEL": "WARNING", **settings, **own}
+                )
+                env["SSL_CERT_FILE"] = str(ca_file)
+                stack.envs.append(env)
+                stack.bots.append(
+                    ScriptBotProcess(
+                        env,
+                        workdir,
+                        script or ROOT / "bot.py",
+                        profile if index == 0 else None,
+                        bot_args,
+                    )
+                )
             try:
-                await discord.wait_ready(timeout=ready_timeout)
+                await asyncio.gather(*(bot.start() for bot in stack.bots))
+                try:
+                    if "--http-only" in bot_args:
+                        await asyncio.gather(
+                            *(wait_http(port, ready_timeout) for port in stack.http_ports)
+                        )
+                    else:
+                        await discord.wait_ready(timeout=ready_timeout)
+                except TimeoutError:
+                    for bot in stack.bots:
+                        print(f"bot not ready; its log:\n{bot.output[-3000:]}", file=sys.stderr)
+                    raise
                 yield stack
             finally:
-                stack.exit_code = await stop_bot(bot)
+                stack.exit_codes = list(await asyncio.gather(*(stop_bot(b) for b in stack.bots)))
         finally:
             await replicate.close()
             await discord.close()
+
+
+async def wait_http(port: int, timeout: float) -> None:  # noqa: ASYNC109
+    """Until ``GET /ping`` on 127.0.0.1:``port`` answers 200."""
+    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{port}/ping") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
 
 
 async def stop_bot(bot: BotProcess, timeout: float = 20.0) -> int | None:  # noqa: ASYNC109
