@@ -13,6 +13,7 @@ from api.bodies import check_fields, integer_field, read_json_object, string_fie
 from api.keys import SERVICES_KEY, USER_KEY
 from api.problems import SERVICE_ERRORS, Problem, retry_after, service_problem
 from services.generation import MAX_PROMPT, MAX_SEED, no_progress
+from services.generation.requests import JobRequest
 from services.settings import ASPECT_RATIOS
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ async def generate(request: web.Request) -> web.Response:
     check_fields(data, ("prompt", "model", "aspect_ratio", "seed"), ("prompt",))
     prompt = string_field(data, "prompt", MAX_PROMPT) or ""
     model_name = string_field(data, "model", 200)
-    aspect_ratio = string_field(data, "aspect_ratio", 10) or "1:1"
-    if aspect_ratio not in ASPECT_RATIOS:
+    aspect_ratio = string_field(data, "aspect_ratio", 10)
+    if aspect_ratio is not None and aspect_ratio not in ASPECT_RATIOS:
         raise Problem(422, f"`aspect_ratio` must be one of {', '.join(ASPECT_RATIOS)}.")
     seed = integer_field(data.get("seed"), "seed", 0, MAX_SEED)
 
@@ -40,14 +41,8 @@ async def generate(request: web.Request) -> web.Response:
     deadline = asyncio.timeout(GENERATE_TIMEOUT)
     try:
         model = await generations.models.resolve(model_name, guild_id=None)
-        generation = await generations.create(
-            user_key=key,
-            prompt=prompt,
-            model=model,
-            aspect_ratio=aspect_ratio,
-            seed=seed,
-            source="api",
-        )
+        request = JobRequest(prompt=prompt, model=model, aspect_ratio=aspect_ratio, seed=seed)
+        generation = await generations.create(request, user_key=key, source="api")
         log.info("api generation %s with %s", generation.id, model.ref)
         async with deadline:
             outcome = await generations.run(
