@@ -11,6 +11,7 @@ only the process that ended it posts its images.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -207,6 +208,9 @@ class GenerationService:
             await self._ended(gen_id, state, "failed", f"Internal error ({type(exc).__name__})")
             raise
         state.phase = "done"
+        if len(state.prediction_ids) > 1:
+            params = {**generation.params, "predictions": list(state.prediction_ids)}
+            generation = dataclasses.replace(generation, params=params)
         return await self.complete(
             generation, result, size_limit=size_limit, total_limit=total_limit
         )
