@@ -20,9 +20,11 @@ from discord.ext import commands
 
 from cogs._buttons import CancelJobButton, OwnedJob
 from cogs._common import DynamicButton, IdButton, Refused, bot_of, report_error, user_key
+from cogs._samples import post_sample
 from services.errors import UserFacingError
 from services.replicate import ReplicateServiceError
 from services.store import Training
+from services.tasks import spawn
 from services.training import TrainingService, check_names, eta_seconds, progress_bar
 from services.zipcheck import ZipCheckError, download_to_file
 
@@ -230,12 +232,14 @@ class DiscordTrainingNotifier:
         )
         view = completion_view(training)
         kwargs = {"view": view} if view is not None else {}
-        await channel.send(
+        notice = await channel.send(
             completion_text(training),
             nonce=training.notice_nonce,
             allowed_mentions=mentions,
             **kwargs,
         )
+        if training.status == "succeeded":
+            spawn(post_sample(self.bot, training, notice), name=f"sample-{training.id}")
         return True
 
 

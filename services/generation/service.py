@@ -93,6 +93,7 @@ class GenerationService:
         interaction_id: int | None = None,
         source: str = "discord",
         cooldown: bool = True,
+        job_id: str | None = None,
     ) -> Generation:
         """Check the request (its options against what the model takes), then admit it
         (every limit, in one step in the store). ``cooldown=False``: the per-user pause
@@ -109,6 +110,7 @@ class GenerationService:
                 params=params,
                 interaction_id=interaction_id,
                 source=source,  # type: ignore[arg-type]
+                id=job_id,
             ),
             cooldown=cooldown,
         )
