@@ -143,12 +143,14 @@ def plan(
             checked["seed"] = seed
         elif request.seed is not None:
             checked["seed"] = request.seed  # refused below: the model takes no seed
-    if request.sources and image_input is not None:
-        checked[image_input] = _IMAGE_PLACEHOLDER
+    image_spec = inputs.get(image_input) if image_input else None
+    if request.sources and image_spec is not None:
+        checked[image_spec.name] = (
+            [_IMAGE_PLACEHOLDER] if image_spec.is_list else _IMAGE_PLACEHOLDER
+        )
     problems = check_options(inputs, {**checked, **fixed})
     if problems:
         raise UserFacingError(" ".join(p.message for p in problems))
-    image_spec = inputs.get(image_input) if image_input else None
     return {
         "kind": request.kind,
         "aspect_ratio": fixed.get("aspect_ratio"),
