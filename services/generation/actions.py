@@ -16,6 +16,7 @@ from services.model_inputs import ModelInputs
 from services.replicate import ReplicateService, ReplicateServiceError
 from services.settings import ASPECT_RATIOS, Settings
 from services.store import Generation
+from services.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class JobPlanner:
         self.settings = settings
         self.replicate = replicate
         self.models = models
+        self._reading: set[str] = set()
 
     async def inputs(self, model: str) -> ModelInputs:
         """What ``model`` takes (cached)."""
@@ -103,11 +105,16 @@ class JobPlanner:
         return [model for model, yes in zip(offered, found, strict=True) if yes]
 
     def label(self, model: str) -> str:
-        """What the autocomplete adds to a model's name, from what is known at once."""
+        """What the autocomplete adds to a model's name, from what is known at once; a
+        model not read yet is read in the background, for the next keystroke."""
         known = self.replicate.schemas.cached(model)
-        if known is not None and known.takes_image is not None:
-            return "takes an image"
-        return ""
+        if known is None:
+            if model not in self._reading:
+                self._reading.add(model)
+                task = spawn(self.warm([model]), name=f"read-inputs-{model}")
+                task.add_done_callback(lambda _: self._reading.discard(model))
+            return ""
+        return "takes an image" if known.takes_image is not None else ""
 
     async def warm(self, models: list[str]) -> None:
         """Read what ``models`` take ahead of their first use (failures only logged)."""
