@@ -253,3 +253,63 @@ async def test_lora_scale_out_of_the_models_range_is_refused(
     )
     assert "lora_scale must be -1 to 3" in await refused(handle)
     assert replicate_emu.counts["predictions_created"] == 0
+
+
+async def test_queued_jobs_with_input_images_run_after_a_restart(
+    harness: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
+) -> None:
+    """A variation and a /generate with a picture wait in the queue when the bot
+    restarts: the new process reads their images again (the parent's output, the
+    attachment's link) and posts their images."""
+    await harness.start(GENERATE_MODELS=MODELS, MAX_CONCURRENT_GENERATIONS="1")
+    first = await discord_emu.slash("generate", options={"prompt": "a lighthouse"})
+    result = await first.wait_original(has_images(1), timeout=10)
+    replicate_emu.prediction_mode = "manual"
+    blocker = await discord_emu.slash("generate", options={"prompt": "blocker"})
+    await blocker.wait_original(lambda m: "Generating" in m.content, timeout=5)
+    vary = next(c.custom_id or "" for c in result.components if "vary" in (c.custom_id or ""))
+    varied = await discord_emu.press(result, vary)
+    await varied.wait_original(lambda m: "position 1" in m.content, timeout=5)
+    picture = render_image(50, 30, "png", 8)
+    pictured = await discord_emu.slash(
+        "generate",
+        options={"prompt": "as a watercolour", "model": FLUX_DEV},
+        attachments={"image": ("photo.png", picture)},
+    )
+    await pictured.wait_original(lambda m: "position 2" in m.content, timeout=5)
+    await harness.restart()
+
+    def prediction_for(prompt: str):
+        """The newest prediction with ``prompt``, once there is one."""
+        return lambda: next(
+            (
+                p
+                for p in reversed(list(replicate_emu.predictions.values()))
+                if p.input["prompt"] == prompt and (prompt == "blocker" or p.model == FLUX_DEV)
+            ),
+            None,
+        )
+
+    await replicate_emu.complete_prediction(
+        (await replicate_emu.wait_for(prediction_for("blocker"))).id
+    )
+    variation = await replicate_emu.wait_for(prediction_for("a lighthouse"), timeout=10)
+    assert (
+        variation.model == FLUX_DEV and variation.images["image"].data == result.attachments[0][1]
+    )
+    await replicate_emu.complete_prediction(variation.id)
+    from_picture = await replicate_emu.wait_for(prediction_for("as a watercolour"), timeout=10)
+    assert from_picture.images["image"].data == picture
+    await replicate_emu.complete_prediction(from_picture.id)
+
+    def posted() -> list[str]:
+        """The prompts of the results posted in the channel (after the restart, as
+        ordinary messages)."""
+        return [
+            m.embeds[0]["description"]
+            for m in discord_emu.messages(discord_emu.channel)
+            if m.webhook_id is None and len(m.attachments) == 1 and m.embeds
+        ]
+
+    await discord_emu.wait_until(lambda: len(posted()) == 3, timeout=15)
+    assert sorted(posted()) == ["a lighthouse", "as a watercolour", "blocker"]
