@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from cogs._actions import RemixButton, UpscaleButton, VaryButton, model_for
 from cogs._common import Refused, user_key
+from cogs._images import fresh_link, read_attachment
 from cogs._results import (
     BUTTONS,
     progress_view,
@@ -37,7 +38,7 @@ from services.generation import (
 )
 from services.generation.actions import request_of
 from services.generation.requests import ImageSource, JobRequest
-from services.input_images import InputImage, InputImageError
+from services.input_images import InputImage
 from services.replicate import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
 from services.store import Generation
@@ -61,17 +62,8 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 ANSWER_WITHIN = 2.0
 """Seconds a job may take to be checked and admitted before the answer is deferred
 (Discord wants one within 3)."""
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
-
 Prepare = Callable[[], Awaitable[JobRequest]]
 """Builds a job request: resolves the model, reads and checks input images."""
-
-
-def is_image(attachment: discord.Attachment) -> bool:
-    content_type = (attachment.content_type or "").split(";")[0].strip()
-    if content_type:
-        return content_type.startswith("image/")
-    return attachment.filename.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def progress_text(state: JobState) -> str:
@@ -153,7 +145,7 @@ class Generate(commands.Cog):
         self.bot.add_dynamic_items(*BUTTONS, UpscaleButton, VaryButton, RemixButton)
         services = self.bot.services
         services.adoption.on_discord_job = self.finish_adopted
-        self.service.sources.fresh_link = self.fresh_link
+        self.service.sources.fresh_link = partial(fresh_link, self.bot)
         settings = self.bot.settings
         models = [*settings.generate_models, settings.upscale_model, settings.vary_model]
         self._warming = spawn(self.service.planner.warm(models), name="read-model-inputs")
@@ -225,7 +217,7 @@ class Generate(commands.Cog):
             if image is not None:
                 # Which models take an image is said before the image is read.
                 await self.service.planner.require_image(resolved.ref, guild_id)
-                images = (await self.read_attachment(image),)
+                images = (await read_attachment(self.service.sources, image),)
                 sources = (
                     ImageSource(url=image.url, attachment_id=image.id, filename=image.filename),
                 )
@@ -242,21 +234,6 @@ class Generate(commands.Cog):
             )
 
         await self.start(interaction, prepare)
-
-    async def read_attachment(self, attachment: discord.Attachment) -> InputImage:
-        """Download and check an image attachment (its size first, from Discord's word)."""
-        sources = self.service.sources
-        if attachment.size > sources.max_bytes:
-            raise InputImageError(
-                "too_large",
-                f"The image is too large ({attachment.size / 2**20:.1f} MB > "
-                f"{sources.max_bytes >> 20} MB).",
-            )
-        try:
-            data = await attachment.read()
-        except discord.HTTPException as exc:
-            raise UserFacingError("I could not download that attachment; try again.") from exc
-        return await sources.check(data)
 
     async def start(self, interaction: discord.Interaction, prepare: Prepare) -> None:
         """Admit the job ``prepare`` builds and see it through (from a command, a button,
@@ -316,23 +293,6 @@ class Generate(commands.Cog):
             return request_of(again, await model_for(self, again, interaction.guild_id))
 
         await self.start(interaction, prepare)
-
-    async def fresh_link(
-        self, channel_id: int, message_id: int, attachment_id: int | None, index: int
-    ) -> str | None:
-        """A fresh link to an image of a message: the attachment ``attachment_id``, else
-        the ``index``-th image (a result's images are in order)."""
-        try:
-            channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
-            message = await channel.fetch_message(message_id)  # type: ignore[union-attr]
-        except discord.HTTPException as exc:
-            log.info("could not read message %s for an input image: %s", message_id, exc)
-            return None
-        images = [a for a in message.attachments if is_image(a)]
-        if attachment_id is not None:
-            found = next((a for a in images if a.id == attachment_id), None)
-            return found.url if found is not None else None
-        return images[index].url if 0 <= index < len(images) else None
 
     async def deliver(self, interaction: discord.Interaction, generation: Generation) -> None:
         """Run the job with a live progress message, then post the images."""

@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._common import Refused
-from cogs.generate import is_image
+from cogs._images import is_image, read_attachment
 from services.generation import MAX_PROMPT, ResolvedModel
 from services.generation.requests import ImageSource, JobRequest
 
@@ -55,7 +55,8 @@ class UpscaleMenu(commands.Cog):
         prompt = prompt_of(message, self.bot.user)
 
         async def prepare() -> JobRequest:
-            checked = tuple([await cog.read_attachment(a) for a in images])
+            reader = cog.service.sources
+            checked = tuple([await read_attachment(reader, a) for a in images])
             sources = tuple(
                 ImageSource(
                     url=a.url,
