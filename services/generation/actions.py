@@ -5,6 +5,7 @@ shares, and the options against what the model takes (read from Replicate and ca
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any, Final
 
@@ -69,7 +70,7 @@ class JobPlanner:
         if request.sources and inputs.takes_image is None and request.kind == "generate":
             image_models = await self.image_models(guild_id)
         params = plan(
-            JobRequest(**{**request.__dict__, "prompt": prompt}),
+            dataclasses.replace(request, prompt=prompt),
             inputs,
             image_models=image_models,
             upscale_scale=self.settings.upscale_scale,
