@@ -133,11 +133,9 @@ def plan(
         if request.lora_scale is not None:
             fixed["lora_scale"] = request.lora_scale
         outputs_input = inputs.outputs_input
-        parts = split_count(request.count, inputs.max_outputs)
+        parts = split_count(request.count, inputs.max_outputs)  # [1, 1...] without input
         if outputs_input is not None:
             checked[outputs_input] = parts[0]
-        elif request.count > 1:
-            parts = [1] * request.count
         if "seed" in inputs:
             seed = request.seed if request.seed is not None else random.randint(0, MAX_SEED)
             checked["seed"] = seed
@@ -158,7 +156,7 @@ def plan(
         "seed": seed,
         "strength": request.strength,
         "lora_scale": request.lora_scale,
-        "run": inputs.run_ref if ":" not in model else model,
+        "run": inputs.run_ref,
         "inputs": fixed,
         "prompt_input": request.kind != "upscale",
         "image_input": image_input if request.sources else None,
