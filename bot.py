@@ -12,9 +12,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import pkgutil
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
@@ -27,6 +29,7 @@ from cogs._common import BotTree
 from cogs._discord_endpoints import point_discord_at
 from services.app import Services, build_services
 from services.background import BackgroundWork
+from services.log_context import shard_of
 from services.settings import Settings, SettingsError, configure_logging, load_settings
 
 if TYPE_CHECKING:
@@ -34,22 +37,60 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bot")
 
-COMMAND_HASH_KEY = "command_sync_hash:{application_id}"
+COMMAND_HASH_KEY = "command_sync_hash:{application_id}:{guild}"
+IDENTIFY_KEY = "identify:{application_id}:{bucket}"
+#: Discord allows one IDENTIFY per 5 seconds per bucket; the margin covers clock skew
+#: between machines.
+IDENTIFY_INTERVAL = timedelta(seconds=5.5)
 
 
-class ImageBot(commands.Bot):
+class ImageBot(commands.AutoShardedBot):
+    """The Discord front end. It runs the shards ``SHARD_IDS`` of ``SHARD_COUNT`` (by
+    default every shard, as many as Discord recommends); several processes, each with
+    its own shards, share one store."""
+
     def __init__(self, services: Services) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
+        settings = services.settings
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
             tree_cls=BotTree,
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
+            shard_count=settings.shard_count,
+            shard_ids=settings.shard_ids,
         )
         self.services = services
-        self.settings: Settings = services.settings
+        self.settings: Settings = settings
+        self._max_concurrency: int | None = None
+
+    def shard_of(self, guild_id: int | None) -> int:
+        """The shard that carries a guild's events (0 outside guilds)."""
+        return shard_of(guild_id, self.shard_count or 1)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Take this shard's turn to IDENTIFY: shards with the same ``shard_id %
+        max_concurrency`` share a bucket, which Discord lets identify once per 5 seconds,
+        whatever process (or machine) runs them; the turns are taken in the store."""
+        if self._max_concurrency is None:
+            limits = await self.fetch_session_start_limits()
+            self._max_concurrency = max(1, limits.max_concurrency)
+            if limits.remaining < len(self.shard_ids or [0]):
+                log.warning(
+                    "Discord allows %d more session starts today (resets in %.0f min)",
+                    limits.remaining,
+                    limits.reset_after / 60_000,
+                )
+        bucket = (shard_id or 0) % self._max_concurrency
+        key = IDENTIFY_KEY.format(application_id=self.application_id, bucket=bucket)
+        while True:
+            wait = await self.services.store.claim_slot(key, datetime.now(UTC), IDENTIFY_INTERVAL)
+            if wait <= 0:
+                return
+            log.info("shard %s waits %.1f s for its turn to identify", shard_id, wait)
+            await asyncio.sleep(wait)
 
     @property
     def generate_cog(self) -> Generate:
@@ -69,29 +110,62 @@ class ImageBot(commands.Bot):
         return [command.to_dict(self.tree) for command in self.tree.get_commands()]
 
     async def sync_commands(self) -> None:
-        """Guild sync on every start when a dev guild is set; else global, only on change.
+        """Sync the commands once per deploy: when they changed since the last sync, and
+        by one process only, however many start with them.
 
-        Global syncs are rate limited and take time to spread, so the hash of the last
-        synced payload is kept in the store and a start with the same commands skips it."""
+        The hash of the last synced payload is kept in the store; the process that swaps
+        in the new hash syncs (to the dev server ``DISCORD_GUILD_ID`` if set, where it
+        shows at once; else globally). If the sync fails, the old hash is put back so
+        that the next start tries again."""
         guild_id = self.settings.discord_guild_id
-        if guild_id is not None:
-            guild = discord.Object(id=guild_id)
+        guild = discord.Object(id=guild_id) if guild_id is not None else None
+        if guild is not None:
             self.tree.copy_global_to(guild=guild)
-            synced = await self.tree.sync(guild=guild)
-            log.info("synced %d commands to guild %s", len(synced), guild_id)
-            return
-        payload = json.dumps(self.command_payload(), sort_keys=True, separators=(",", ":"))
+        payload = json.dumps(
+            [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
         digest = hashlib.sha256(payload.encode()).hexdigest()
-        key = COMMAND_HASH_KEY.format(application_id=self.application_id)
-        if await self.services.store.get_meta(key) == digest:
-            log.info("global commands unchanged since the last sync; not syncing")
+        key = COMMAND_HASH_KEY.format(application_id=self.application_id, guild=guild_id or "all")
+        store = self.services.store
+        changed, previous = await store.swap_meta(key, digest)
+        where = f"guild {guild_id}" if guild_id is not None else "all servers"
+        if not changed:
+            log.info("commands for %s unchanged since the last sync; not syncing", where)
             return
-        synced = await self.tree.sync()
-        await self.services.store.set_meta(key, digest)
-        log.info("synced %d global commands", len(synced))
+        try:
+            synced = await self.tree.sync(guild=guild)
+        except BaseException:
+            await store.set_meta(key, previous or "")
+            raise
+        log.info("synced %d commands for %s", len(synced), where)
 
     async def on_ready(self) -> None:
-        log.info("ready as %s in %d guilds", self.user, len(self.guilds))
+        log.info(
+            "ready as %s in %d guilds, shards %s of %d",
+            self.user,
+            len(self.guilds),
+            ",".join(str(i) for i in sorted(self.shards)),
+            self.shard_count or 1,
+        )
+
+    def shard_status(self) -> list[dict[str, Any]]:
+        """Each shard this process runs: connected, and its latency."""
+        out = []
+        for shard_id, shard in sorted(self.shards.items()):
+            latency = shard.latency
+            ok = not shard.is_closed() and self.is_ready()
+            out.append(
+                {
+                    "id": shard_id,
+                    "connected": ok,
+                    "latency_ms": None
+                    if math.isnan(latency) or math.isinf(latency)
+                    else round(latency * 1000, 1),
+                }
+            )
+        return out
 
 
 def create_bot(services: Services) -> ImageBot:
@@ -120,10 +194,20 @@ class BotApp:
         self.web: WebServer | None = None
         self.background: BackgroundWork | None = None
 
-    def discord_connected(self) -> bool | None:
-        if self.bot is None:
+    def discord_status(self) -> dict[str, Any] | None:
+        """What ``/healthz`` reports of Discord: None with ``--http-only``."""
+        bot = self.bot
+        if bot is None:
             return None
-        return self.bot.is_ready() and not self.bot.is_closed()
+        shards = bot.shard_status()
+        return {
+            "connected": bot.is_ready()
+            and not bot.is_closed()
+            and all(s["connected"] for s in shards),
+            "shard_count": bot.shard_count or 1,
+            "shard_ids": sorted(bot.shard_ids or bot.shards),
+            "shards": shards,
+        }
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession()
@@ -134,7 +218,7 @@ class BotApp:
             await self.services.keeper.register()
             if self.settings.web_enabled or self.http_only:
                 self.web = WebServer(
-                    create_web_app(self.services, discord_status=self.discord_connected),
+                    create_web_app(self.services, discord_status=self.discord_status),
                     self.settings.http_host,
                     self.settings.web_port,
                 )

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 
 from aiohttp import web
 
-from api.keys import DISCORD_STATUS_KEY, SERVICES_KEY, UPLOADS_KEY
+from api.keys import DISCORD_STATUS_KEY, SERVICES_KEY, UPLOADS_KEY, DiscordStatus
 from api.problems import problem_middleware
 from api.routes.docs import add_docs_routes
 from api.routes.generate import generate
@@ -29,7 +28,7 @@ KEEPALIVE_TIMEOUT = 30.0
 
 
 def create_web_app(
-    services: Services, *, discord_status: Callable[[], bool | None] = lambda: None
+    services: Services, *, discord_status: DiscordStatus = lambda: None
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_WEBHOOK_BODY, middlewares=[problem_middleware])
     app[SERVICES_KEY] = services

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import discord
 
-from cogs._common import DynamicButton, Refused, bot_of, report_error
+from cogs._common import DynamicButton, Refused, bot_of, note_shard, report_error
 from services.generation import GenerationService, ResolvedModel
 from services.generation.actions import reroll_of
 from services.generation.jobs import MAX_PROMPT, MAX_SEED, Reroll
@@ -74,6 +74,7 @@ class ImageButton:
         return cls(match["id"], int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        note_shard(interaction)
         try:
             await self.run(interaction)
         except Exception as exc:
@@ -168,6 +169,7 @@ class RemixButton(DynamicButton, template=r"gen:remix:(?P<id>[\w-]+)"):
         return cls(match["id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        note_shard(interaction)
         try:
             generation = await succeeded(interaction, self.job_id)
             await interaction.response.send_modal(RemixModal(generation))
@@ -245,6 +247,7 @@ class RemixModal(discord.ui.Modal):
         return changes
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
+        note_shard(interaction)
         changes = self.changes()
         cog = _cog(interaction)
         again = self.again

@@ -11,6 +11,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from services.log_context import current_shard, shard_of
+
 if TYPE_CHECKING:
     from bot import ImageBot
 
@@ -91,7 +93,18 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
     await send_ephemeral(interaction, text)
 
 
+def note_shard(interaction: discord.Interaction) -> None:
+    """Name the interaction's shard on every log line of its handling (and of the tasks
+    it starts)."""
+    client = interaction.client
+    current_shard.set(shard_of(interaction.guild_id, getattr(client, "shard_count", None) or 1))
+
+
 class BotTree(app_commands.CommandTree):
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        note_shard(interaction)
+        return True
+
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
@@ -131,6 +144,7 @@ class IdButton:
         return cls(match["id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        note_shard(interaction)
         try:
             await self.run(interaction)
         except Exception as exc:

@@ -47,8 +47,8 @@ async def fresh_link(
     """A fresh link to an image of a message: the attachment ``attachment_id``, else the
     ``index``-th image (a result's images are in order); None if it is gone."""
     try:
-        channel = bot.get_channel(channel_id) or await bot.fetch_channel(channel_id)
-        message = await channel.fetch_message(message_id)  # type: ignore[union-attr]
+        # By id, over REST: the channel may be in a guild of another process's shard.
+        message = await bot.get_partial_messageable(channel_id).fetch_message(message_id)
     except discord.HTTPException as exc:
         log.info("could not read message %s for an input image: %s", message_id, exc)
         return None

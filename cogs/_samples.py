@@ -44,8 +44,11 @@ async def post_sample(bot: ImageBot, training: Training, notice: discord.Message
         return
     service = bot.services.generations
     job_id = sample_job_id(training)
-    if await service.get(job_id) is not None:
-        return  # the notice was sent again (after a restart); its sample exists
+    # One sample per training, even when the notice is sent again (after a restart, or by
+    # two processes at once, which Discord deduplicates by its nonce).
+    claimed, _ = await bot.services.store.swap_meta(f"train_sample:{training.id}", job_id)
+    if not claimed:
+        return
     request = JobRequest(
         prompt=prompt,
         model=ResolvedModel(training.version, trigger_word=training.trigger_word),

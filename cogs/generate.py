@@ -39,6 +39,7 @@ from services.generation import (
 from services.generation.actions import request_of
 from services.generation.requests import ImageSource, JobRequest
 from services.input_images import InputImage
+from services.log_context import current_shard
 from services.replicate import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
 from services.store import Generation
@@ -399,7 +400,8 @@ class Generate(commands.Cog):
         if channel_id is None:
             return None
         try:
-            channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+            # By id, over REST: the channel may be in a guild of another process's shard.
+            channel = self.bot.get_partial_messageable(channel_id)
             users = [discord.Object(user_id)] if user_id else False
             return await channel.send(  # type: ignore[union-attr]
                 content[:2000],
@@ -414,6 +416,7 @@ class Generate(commands.Cog):
         """Finish a job this process took over from one that is gone (or from its own
         previous run): the interaction is not ours any more, so the result, or why there
         is none, is posted in the channel."""
+        current_shard.set(self.bot.shard_of(generation.guild_id))
         await self.bot.wait_until_ready()
         limits = {"size_limit": DEFAULT_UPLOAD_LIMIT, "total_limit": REQUEST_LIMIT - 512 * 1024}
         try:

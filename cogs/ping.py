@@ -27,10 +27,13 @@ class Ping(commands.Cog):
 
     @app_commands.command(name="ping", description="Check that the bot and Replicate answer")
     async def ping(self, interaction: discord.Interaction) -> None:
-        latency = self.bot.latency
+        shard_id = self.bot.shard_of(interaction.guild_id)
+        shard = self.bot.get_shard(shard_id)
+        latency = shard.latency if shard is not None else self.bot.latency
         gateway = (
             "unknown" if math.isnan(latency) or math.isinf(latency) else f"{latency * 1000:.0f} ms"
         )
+        shards = self.bot.shard_count or 1
         try:
             rtt = await self.bot.services.replicate.ping(timeout=REPLICATE_PING_TIMEOUT)
             replicate = f"{rtt:.0f} ms"
@@ -38,7 +41,7 @@ class Ping(commands.Cog):
             log.info("replicate ping failed: %s", exc.user_message)
             replicate = "unreachable"
         await interaction.response.send_message(
-            f"Pong! Gateway: {gateway} · Replicate: {replicate}"
+            f"Pong! Gateway: {gateway} (shard {shard_id} of {shards}) · Replicate: {replicate}"
         )
 
 

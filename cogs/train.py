@@ -19,7 +19,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._buttons import CancelJobButton, OwnedJob
-from cogs._common import DynamicButton, IdButton, Refused, bot_of, report_error, user_key
+from cogs._common import (
+    DynamicButton,
+    IdButton,
+    Refused,
+    bot_of,
+    note_shard,
+    report_error,
+    user_key,
+)
 from cogs._samples import post_sample
 from services.errors import UserFacingError
 from services.replicate import ReplicateServiceError
@@ -153,6 +161,7 @@ class PromptModal(discord.ui.Modal, title="Generate with your model"):
         self.prompt.placeholder = f"a photo of {training.trigger_word} …"[:100]
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
+        note_shard(interaction)
         await bot_of(interaction).generate_cog.begin(
             interaction, prompt=self.prompt.value, model=self.training.model_ref
         )
@@ -202,7 +211,8 @@ class DiscordTrainingNotifier:
         self.bot = bot
 
     async def _channel(self, channel_id: int) -> discord.abc.Messageable:
-        channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+        # By id, over REST: the channel may be in a guild of another process's shard.
+        channel = self.bot.get_partial_messageable(channel_id)
         return channel  # type: ignore[return-value]
 
     async def status_changed(self, training: Training) -> int | None:

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     #: Retired: jobs are owned by leases now. Still accepted (with a warning at start).
     instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     job_lease_seconds: float = Field(default=30.0, ge=2, le=3600, allow_inf_nan=False)
+    #: Discord shards in all (every process the same); unset: Discord's recommended count.
+    shard_count: int | None = Field(default=None, ge=1, le=100_000)
+    #: The shards this process runs; unset: all of them.
+    shard_ids: Annotated[list[int] | None, NoDecode] = None
 
     @field_validator("generate_models", mode="before")
     @classmethod
@@ -117,6 +121,22 @@ class Settings(BaseSettings):
     @classmethod
     def _roles(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shards(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shard_list(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must list at least one shard id, like 0,1")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a shard id twice")
+        return sorted(value)
 
     @field_validator("generate_models")
     @classmethod
@@ -199,6 +219,23 @@ class Settings(BaseSettings):
         if value is not None and "://" not in value:
             raise ValueError("must be a full URL, like https://example.com")
         return value
+
+    @model_validator(mode="after")
+    def _shard_range(self) -> Settings:
+        if self.shard_ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError(
+                "SHARD_IDS needs SHARD_COUNT (the number of shards in all, the same in every "
+                "process)"
+            )
+        wrong = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+        if wrong:
+            raise ValueError(
+                f"SHARD_IDS has {', '.join(map(str, wrong))}: shard ids run from 0 to "
+                f"{self.shard_count - 1} (SHARD_COUNT={self.shard_count})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _images_range(self) -> Settings:
@@ -298,9 +335,14 @@ class _SettingsFromDictWithoutDiscord(_SettingsFromDict):
 
 
 def configure_logging(level: str, secrets: list[str]) -> None:
+    from services.log_context import ShardField
+
     """Log to stderr with timestamps; any secret that slips into a record is masked."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s%(shard)s: %(message)s")
+    )
+    handler.addFilter(ShardField())
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

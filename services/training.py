@@ -25,7 +25,8 @@ from services.replicate import ReplicateService, ReplicateServiceError, Training
 from services.settings import Settings
 from services.store import NewTraining, Store, Training
 from services.store.jobs import Refusal
-from services.store.trainings import TrainingLimits
+from services.store.trainings import TrainingLimits, training_topic
+from services.tasks import spawn
 from services.zipcheck import ZipLimits, ZipReport, check_zip_async
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ def training_refusal(refusal: Refusal) -> LimitReached:
         )
     return LimitReached(
         f"{refusal.limit:.0f} trainings are already running here "
-        f"(the limit is {refusal.limit:.0f}). Try again when one has finished."
+        f"(the limit is {refusal.limit:.0f}). Try again when one has finished.",
+        retry_after=refusal.retry_after,
     )
 
 
@@ -106,6 +108,7 @@ class TrainingService:
         self.store = store
         self.keeper = keeper
         keeper.on_abandoned_training(self._abandoned)
+        store.events.subscribe(self._on_notice)
         self.notifier: TrainingNotifier | None = None
         self._owner: str | None = settings.replicate_owner
         self._locks: dict[str, asyncio.Lock] = {}
@@ -362,7 +365,32 @@ class TrainingService:
             if current.status in FINAL and current.notified_at is None:
                 await self._notify(current)
                 current = await self.store.get_training(current.id) or current
-            return current
+        if changes:
+            # A process without Discord (or without this guild) may have applied it.
+            self.store.events.publish(training_topic(current.id))
+        return current
+
+    def _on_notice(self, topic: str) -> None:
+        kind, _, local_id = topic.partition(":")
+        if kind == "training" and self.notifier is not None:
+            spawn(self.refresh(local_id), name=f"training-refresh-{local_id}")
+
+    async def refresh(self, local_id: str) -> None:
+        """Bring the status message and the notice of a training up to date with the
+        store, after another process recorded a change (its webhook went there)."""
+        async with self.lock(local_id):
+            current = await self.store.get_training(local_id)
+            if current is None or current.notified_at is not None:
+                return
+            final = current.status in FINAL
+            if not final:
+                await self._update_status_message(current, final=False)
+                return
+            if current.last_status_edit_at is None or (
+                current.completed_at and current.last_status_edit_at < current.completed_at
+            ):
+                await self._update_status_message(current, final=True)
+            await self._notify(current)
 
     def _changes(self, current: Training, state: TrainingState) -> dict[str, Any]:
         changes: dict[str, Any] = {}

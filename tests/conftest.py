@@ -23,6 +23,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "backends: run on SQLite and, when TEST_POSTGRES_URL is set, on PostgreSQL too",
     )
+    config.addinivalue_line("markers", "limits(**settings): settings a fixture starts with")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

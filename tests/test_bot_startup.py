@@ -64,13 +64,15 @@ async def test_global_sync_only_when_commands_change(
     assert discord_emu.sync_counts[None] == 1, "an unchanged command set was synced again"
 
 
-async def test_dev_guild_sync_at_every_start(
+async def test_dev_guild_sync_once_per_change(
     harness: BotHarness, discord_emu: DiscordEmulator
 ) -> None:
+    """The dev server gets the commands at the first start, and again only when they
+    change (a restart with the same commands syncs nothing)."""
     guild_id = str(discord_emu.guild.id)
     await harness.start(DISCORD_GUILD_ID=guild_id)
     await harness.restart()
-    assert discord_emu.sync_counts[discord_emu.guild.id] == 2
+    assert discord_emu.sync_counts[discord_emu.guild.id] == 1
     assert discord_emu.sync_counts[None] == 0
     names = {c["name"] for c in discord_emu.synced_commands(discord_emu.guild.id)}
     assert "generate" in names
@@ -107,3 +109,29 @@ async def test_sigterm_exits_cleanly(
     assert "stopped cleanly" in proc.output
     assert discord_emu.bot_token not in proc.output
     assert replicate_emu.token not in proc.output
+
+
+@pytest.mark.parametrize(
+    ("shards", "expected"),
+    [
+        ({"SHARD_IDS": "0"}, "SHARD_IDS needs SHARD_COUNT"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "2"}, "SHARD_IDS has 2"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "0,0"}, "SHARD_IDS is invalid: lists a shard id twice"),
+        ({"SHARD_COUNT": "0"}, "SHARD_COUNT is invalid"),
+    ],
+)
+async def test_invalid_shards_are_refused_with_one_line(
+    discord_emu: DiscordEmulator,
+    replicate_emu: ReplicateEmulator,
+    tmp_path: Path,
+    shards: dict[str, str],
+    expected: str,
+) -> None:
+    proc = BotProcess(bot_env(discord_emu, replicate_emu, tmp_path, **shards), cwd=tmp_path)
+    await proc.start()
+    try:
+        code = await proc.wait(timeout=15)
+    finally:
+        await proc.kill()
+    lines = proc.output.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expected in lines[0], proc.output

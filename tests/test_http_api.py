@@ -164,16 +164,18 @@ def api_env(replicate_emu: ReplicateEmulator, data_dir: Path, **overrides: str) 
 class ApiServer:
     """``python bot.py --http-only`` in-process (BotApp with ``http_only``)."""
 
-    def __init__(self, replicate_emu: ReplicateEmulator, data_dir: Path) -> None:
+    def __init__(
+        self, replicate_emu: ReplicateEmulator, data_dir: Path, database_url: str | None = None
+    ) -> None:
         self.emu = replicate_emu
         self.data_dir = data_dir
+        self.database_url = database_url or f"sqlite:///{data_dir / 'bot.sqlite3'}"
         self.app: BotApp | None = None
         self.http: aiohttp.ClientSession | None = None
 
     async def start(self, **overrides: str) -> Api:
-        settings = load_settings(
-            api_env(self.emu, self.data_dir, **overrides), env_file=None, require_discord=False
-        )
+        env = api_env(self.emu, self.data_dir, DATABASE_URL=self.database_url, **overrides)
+        settings = load_settings(env, env_file=None, require_discord=False)
         self.app = BotApp(settings, http_only=True)
         await self.app.start()
         assert self.app.web is not None
@@ -193,9 +195,11 @@ class ApiServer:
 
 
 @pytest.fixture
-async def server(replicate_emu: ReplicateEmulator, tmp_path: Path) -> AsyncIterator[ApiServer]:
+async def server(
+    replicate_emu: ReplicateEmulator, tmp_path: Path, database_url: str
+) -> AsyncIterator[ApiServer]:
     (tmp_path / "train").mkdir()
-    s = ApiServer(replicate_emu, tmp_path)
+    s = ApiServer(replicate_emu, tmp_path, database_url)
     try:
         yield s
     finally:

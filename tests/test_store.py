@@ -295,6 +295,7 @@ async def test_every_query_compiles_for_postgresql() -> None:
         "renew_training_leases": lambda: store.renew_training_leases("p", T0),
         "abandoned_trainings": lambda: store.abandoned_trainings(T0, "gone"),
         "swap_meta": lambda: store.swap_meta("k", "v"),
+        "claim_slot": lambda: store.claim_slot("identify:1:0", T0, gap),
         "renew_leases": lambda: store.renew_leases("p", T0),
         "release_leases": lambda: store.release_leases("p", T0, ["g"]),
         "expire_leases_of": lambda: store.expire_leases_of(["p"], T0),

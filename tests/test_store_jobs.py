@@ -219,3 +219,29 @@ async def test_released_leases_are_taken_at_once(two_stores: tuple[Store, Store]
     [taken] = await second.take_over_generations("p2", now(), now() + LEASE, sources=["discord"])
     assert taken.id == made.id and taken.lease_owner == "p2"
     assert await second.take_over_generations("p3", now(), now() + LEASE) == []
+
+
+async def test_one_process_takes_each_slot(two_stores: tuple[Store, Store]) -> None:
+    """Turns (e.g. Discord's one IDENTIFY per 5 s of a bucket) across processes."""
+    first, second = two_stores
+    interval = timedelta(seconds=5)
+    t = now()
+    waits = await asyncio.gather(
+        *((first, second)[i % 2].claim_slot("identify:1:0", t, interval) for i in range(10))
+    )
+    assert sorted(w == 0 for w in waits).count(True) == 1
+    assert all(0 < w <= 5 for w in waits if w)
+    assert await first.claim_slot("identify:1:1", t, interval) == 0, "another bucket"
+    assert await second.claim_slot("identify:1:0", t + interval, interval) == 0
+
+
+async def test_a_change_of_commands_is_synced_by_one_process(
+    two_stores: tuple[Store, Store],
+) -> None:
+    first, second = two_stores
+    swaps = await asyncio.gather(
+        *((first, second)[i % 2].swap_meta("command_sync_hash:1:all", "abc") for i in range(10))
+    )
+    assert [changed for changed, _ in swaps].count(True) == 1
+    assert await first.swap_meta("command_sync_hash:1:all", "abc") == (False, "abc")
+    assert await second.swap_meta("command_sync_hash:1:all", "def") == (True, "abc")

@@ -19,7 +19,8 @@ async def ping(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
-    discord_connected = request.app[DISCORD_STATUS_KEY]()
+    discord = request.app[DISCORD_STATUS_KEY]()
+    discord_connected = None if discord is None else bool(discord["connected"])
     store_ok = await services.store.ping()
     try:
         await services.replicate.ping(timeout=2.0)
@@ -31,6 +32,12 @@ async def healthz(request: web.Request) -> web.Response:
         "replicate": replicate_ok,
         "discord": "not running" if discord_connected is None else discord_connected,
     }
+    if discord is not None:
+        body["shards"] = {
+            "count": discord["shard_count"],
+            "ids": discord["shard_ids"],
+            "local": discord["shards"],
+        }
     healthy = store_ok and replicate_ok and discord_connected is not False
     body["status"] = "ok" if healthy else "degraded"
     return web.json_response(body, status=200 if healthy else 503)

@@ -42,6 +42,11 @@ def to_training(row: sa.Row[Any]) -> Training:
 TRAININGS_LOCK: Final = 0x5452_4E5F_41444D54
 
 
+def training_topic(local_id: str) -> str:
+    """Notice topic of one training: its state changed in the store."""
+    return f"training:{local_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class TrainingLimits:
     #: Trainings a user may start per UTC day (0: unlimited).

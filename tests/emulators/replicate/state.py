@@ -75,6 +75,8 @@ class EmulatorState:
         self.trainings: dict[str, Job] = {}
         self.files: dict[str, StoredFile] = {}
         self.counts: Counter[str] = Counter()
+        #: The most predictions that were running (created, not finished) at one time.
+        self.peak_running_predictions = 0
         self.requests: list[tuple[str, str, Any]] = []
         self.output_requests: list[tuple[str, dict[str, str]]] = []
         self.webhook_deliveries: list[WebhookDelivery] = []
@@ -157,6 +159,11 @@ class EmulatorState:
     def request_count(self, method: str, path_regex: str) -> int:
         pattern = re.compile(path_regex)
         return sum(1 for m, p, _ in self.requests if m == method and pattern.fullmatch(p))
+
+    @property
+    def running_predictions(self) -> int:
+        """Predictions created and not finished: what Replicate is billing for now."""
+        return sum(1 for job in self.predictions.values() if not job.finished)
 
     @property
     def last_prediction(self) -> Job | None:
