@@ -18,6 +18,7 @@ from api.routes.generate import generate
 from api.routes.health import OPENAPI_PATH, PROBES_KEY, CachedProbes, healthz, openapi, ping
 from api.routes.train import train
 from api.routes.trainings import cancel_training, get_training
+from api.routes.upscale import upscale
 from api.routes.webhooks import MAX_WEBHOOK_BODY, replicate_webhook
 from services.app import Services
 
@@ -42,6 +43,7 @@ def create_web_app(
     app.router.add_get("/openapi.json", openapi, allow_head=False)
     app.router.add_post("/webhooks/replicate", replicate_webhook)
     app.router.add_post("/image/generate", generate)
+    app.router.add_post("/image/upscale", upscale)
     app.router.add_post("/image/train", train)
     app.router.add_get("/image/train/{id}", get_training, allow_head=False)
     app.router.add_post("/image/train/{id}/cancel", cancel_training)

@@ -1,12 +1,13 @@
-"""/generate and its buttons: Discord in and out; the work is in services/generation.py."""
+"""/generate: Discord in and out (the command, progress messages, results, jobs taken
+over); the work is in :mod:`services.generation`, the buttons in ``cogs/_results.py`` and
+``cogs/_actions.py``."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +15,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._buttons import CancelJobButton, OwnedJob, may_act
-from cogs._common import DynamicButton, IdButton, Refused, bot_of, user_key
+from cogs._actions import RemixButton, UpscaleButton, VaryButton, model_for
+from cogs._common import Refused, user_key
+from cogs._images import fresh_link, read_attachment
 from cogs._messages import edit_response, neutral, respond, send
+from cogs._results import (
+    BUTTONS,
+    progress_view,
+    reroll_view,
+    result_embed,
+    result_files,
+    result_view,
+)
 from services.errors import UserFacingError
 from services.generation import (
     HANDED_BACK,
@@ -27,6 +37,9 @@ from services.generation import (
     Outcome,
     no_progress,
 )
+from services.generation.actions import request_of
+from services.generation.requests import ImageSource, JobRequest
+from services.input_images import InputImage
 from services.log_context import current_shard
 from services.replicate import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
@@ -48,11 +61,11 @@ the fastest models are done by then, and a busy bot spends nothing on edits nobo
 REQUEST_LIMIT = 25 * 1024 * 1024
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 """Discord's per-file limit when no interaction says otherwise."""
-EMBED_PROMPT = 1000
-
-
-def service_of(interaction: discord.Interaction) -> GenerationService:
-    return bot_of(interaction).services.generations
+ANSWER_WITHIN = 2.0
+"""Seconds a job may take to be checked and admitted before the answer is deferred
+(Discord wants one within 3)."""
+Prepare = Callable[[], Awaitable[JobRequest]]
+"""Builds a job request: resolves the model, reads and checks input images."""
 
 
 def progress_text(state: JobState) -> str:
@@ -122,124 +135,6 @@ class ProgressMessage:
             pass
 
 
-class GenButton(IdButton):
-    prefix = "gen"
-
-
-class CancelButton(
-    GenButton, CancelJobButton, DynamicButton, template=r"gen:cancel:(?P<id>[\w-]+)"
-):
-    label = "Cancel"
-    refusal_text = "Only the person who asked for these images can cancel them."
-
-    async def find(self, interaction: discord.Interaction) -> OwnedJob | None:
-        return await service_of(interaction).get(self.job_id)
-
-    async def cancel(self, interaction: discord.Interaction) -> str:
-        if await service_of(interaction).cancel(self.job_id):
-            return "Canceled."
-        return "This job has already finished."
-
-
-class RerollButton(GenButton, DynamicButton, template=r"gen:reroll:(?P<id>[\w-]+)"):
-    action, label, style, emoji = "reroll", "Reroll", discord.ButtonStyle.primary, "🎲"
-
-    async def run(self, interaction: discord.Interaction) -> None:
-        await bot_of(interaction).generate_cog.reroll(interaction, self.job_id)
-
-
-class DetailsButton(GenButton, DynamicButton, template=r"gen:details:(?P<id>[\w-]+)"):
-    action, label = "details", "Details"
-
-    async def run(self, interaction: discord.Interaction) -> None:
-        generation = await service_of(interaction).get(self.job_id)
-        if generation is None:
-            await respond(interaction, "This job no longer exists.", ephemeral=True)
-            return
-        await respond(interaction, details_text(generation), ephemeral=True)
-
-
-class DeleteButton(GenButton, DynamicButton, template=r"gen:delete:(?P<id>[\w-]+)"):
-    action, label, style, emoji = "delete", "Delete", discord.ButtonStyle.danger, "🗑️"
-
-    async def run(self, interaction: discord.Interaction) -> None:
-        generation = await service_of(interaction).get(self.job_id)
-        owner_id = generation.user_id if generation is not None else None
-        if not may_act(interaction, owner_id, "manage_messages"):
-            await respond(
-                interaction,
-                "Only the person who asked for these images, or someone with Manage Messages, "
-                "can delete them.",
-                ephemeral=True,
-            )
-            return
-        await interaction.response.defer()
-        if interaction.message is not None:
-            await interaction.message.delete()
-
-
-def details_text(generation: Generation) -> str:
-    params = generation.params
-    lines = [
-        f"**Prompt:** {neutral(generation.prompt)}",
-        f"**Model:** `{generation.model}`",
-        f"**Aspect ratio:** {params.get('aspect_ratio')} · **Images:** {params.get('count')}",
-        f"**Seed:** {generation.seed if generation.seed is not None else params.get('seed')}",
-        f"**Status:** {generation.status}",
-    ]
-    if params.get("trigger_prepended"):
-        lines.append(f"**Trigger word added:** {neutral(str(params.get('trigger_word')))}")
-    if generation.predict_time is not None:
-        lines.append(f"**Replicate predict time:** {generation.predict_time:.1f} s")
-    if generation.prediction_id:
-        lines.append(f"**Prediction:** `{generation.prediction_id}`")
-    lines.append(f"**Job:** `{generation.id}`")
-    return "\n".join(lines)[:2000]
-
-
-def result_embed(outcome: Outcome, took: float | None) -> discord.Embed:
-    generation = outcome.generation
-    prompt = neutral(generation.prompt)
-    if len(prompt) > EMBED_PROMPT:
-        prompt = prompt[: EMBED_PROMPT - 1] + "…"
-    embed = discord.Embed(description=prompt, colour=discord.Colour.blurple())
-    embed.add_field(name="Model", value=f"`{generation.model[:200]}`", inline=False)
-    embed.add_field(name="Seed", value=str(generation.seed))
-    embed.add_field(name="Aspect ratio", value=str(generation.params.get("aspect_ratio")))
-    if took is not None:
-        embed.add_field(name="Time", value=f"{took:.1f} s")
-    if generation.user_id is not None:
-        embed.add_field(name="Requested by", value=f"<@{generation.user_id}>")
-    if generation.params.get("trigger_prepended"):
-        embed.add_field(
-            name="Trigger word", value=f"`{generation.params.get('trigger_word')}` was added"
-        )
-    if any(image.reencoded for image in outcome.images):
-        embed.set_footer(text="Some images were re-encoded to fit Discord's upload limit.")
-    return embed
-
-
-def result_files(outcome: Outcome) -> list[discord.File]:
-    return [
-        discord.File(io.BytesIO(image.data), filename=f"{index}-{image.filename}")
-        for index, image in enumerate(outcome.images)
-    ]
-
-
-def result_view(gen_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(RerollButton(gen_id))
-    view.add_item(DetailsButton(gen_id))
-    view.add_item(DeleteButton(gen_id))
-    return view
-
-
-def progress_view(gen_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(gen_id))
-    return view
-
-
 class Generate(commands.Cog):
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
@@ -249,19 +144,29 @@ class Generate(commands.Cog):
         return self.bot.services.generations
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(CancelButton, RerollButton, DetailsButton, DeleteButton)
-        self.bot.services.adoption.on_discord_job = self.finish_adopted
+        self.bot.add_dynamic_items(*BUTTONS, UpscaleButton, VaryButton, RemixButton)
+        services = self.bot.services
+        services.adoption.on_discord_job = self.finish_adopted
+        self.service.sources.fresh_link = partial(fresh_link, self.bot)
+        settings = self.bot.settings
+        models = [*settings.generate_models, settings.upscale_model, settings.vary_model]
+        self._warming = spawn(self.service.planner.warm(models), name="read-model-inputs")
 
     async def cog_unload(self) -> None:
         self.bot.services.adoption.on_discord_job = None
+        self.service.sources.fresh_link = None
+        self._warming.cancel()
 
     @app_commands.command(name="generate", description="Generate images from a prompt")
     @app_commands.describe(
         prompt="What to draw",
         model="Model to use (owner/name or owner/name:version)",
-        aspect_ratio="Shape of the images",
+        aspect_ratio="Shape of the images (default: the model's)",
         count="How many images (1-4)",
         seed="Seed for reproducible results",
+        image="A picture to start from (models that take an input image)",
+        strength="With an image: how much the prompt changes it (0-1; 1 ignores the image)",
+        lora_scale="Trained models: how strongly the training applies (default: the model's)",
     )
     @app_commands.choices(
         aspect_ratio=[app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS]
@@ -272,9 +177,12 @@ class Generate(commands.Cog):
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, 1000],
         model: str | None = None,
-        aspect_ratio: str = "1:1",
+        aspect_ratio: str | None = None,
         count: app_commands.Range[int, 1, 4] = 1,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, 0.0, 1.0] | None = None,
+        lora_scale: app_commands.Range[float, -10.0, 10.0] | None = None,
     ) -> None:
         await self.begin(
             interaction,
@@ -283,6 +191,9 @@ class Generate(commands.Cog):
             aspect_ratio=aspect_ratio,
             count=count,
             seed=seed,
+            image=image,
+            strength=strength,
+            lora_scale=lora_scale,
         )
 
     async def begin(
@@ -291,31 +202,74 @@ class Generate(commands.Cog):
         *,
         prompt: str,
         model: str | None = None,
-        aspect_ratio: str = "1:1",
+        aspect_ratio: str | None = None,
         count: int = 1,
         seed: int | None = None,
+        image: discord.Attachment | None = None,
+        strength: float | None = None,
+        lora_scale: float | None = None,
     ) -> None:
-        """Start a generation from a command, a button or a modal, and see it through.
+        """Start a generation from a command or a modal, and see it through."""
+        guild_id = interaction.guild_id
 
-        The job is admitted (every limit checked and used up, in one step in the store)
-        before the answer, so that a refusal is a private reply and uses nothing up."""
-        try:
-            resolved = await self.service.models.resolve(model, interaction.guild_id)
-            generation = await self.service.create(
-                user_key=user_key(interaction.user),
+        async def prepare() -> JobRequest:
+            resolved = await self.service.models.resolve(model, guild_id)
+            sources: tuple[ImageSource, ...] = ()
+            images: tuple[InputImage, ...] = ()
+            if image is not None:
+                # Which models take an image is said before the image is read.
+                await self.service.planner.require_image(resolved.ref, guild_id)
+                images = (await read_attachment(self.service.sources, image),)
+                sources = (
+                    ImageSource(url=image.url, attachment_id=image.id, filename=image.filename),
+                )
+            return JobRequest(
                 prompt=prompt,
                 model=resolved,
                 aspect_ratio=aspect_ratio,
                 count=count,
                 seed=seed,
+                strength=strength,
+                lora_scale=lora_scale,
+                sources=sources,
+                images=images,
+            )
+
+        await self.start(interaction, prepare)
+
+    async def start(self, interaction: discord.Interaction, prepare: Prepare) -> None:
+        """Admit the job ``prepare`` builds and see it through (from a command, a button,
+        a modal or a menu).
+
+        The job is checked and admitted (every limit checked and used up, in one step in
+        the store) before the answer, so that a refusal is a private reply and uses
+        nothing up. When that takes long (a model read for the first time, a big image)
+        the answer is deferred first, and a refusal then takes the place of the reply."""
+
+        async def admit() -> Generation:
+            request = await prepare()
+            return await self.service.create(
+                request,
+                user_key=user_key(interaction.user),
                 user_id=interaction.user.id,
                 guild_id=interaction.guild_id,
                 channel_id=interaction.channel_id,
                 interaction_id=interaction.id,
             )
+
+        task = asyncio.ensure_future(admit())
+        done, _ = await asyncio.wait({task}, timeout=ANSWER_WITHIN)
+        if not done:
+            await interaction.response.defer(thinking=True)
+        try:
+            generation = await task
         except UserFacingError as exc:
-            raise Refused(exc.user_message) from None
-        await interaction.response.defer(thinking=True)
+            if done:
+                raise Refused(exc.user_message) from None
+            await self._fail(interaction, exc.user_message)
+            return
+        if done:
+            await interaction.response.defer(thinking=True)
         await self.deliver(interaction, generation)
 
     @generate.autocomplete("model")
@@ -323,20 +277,24 @@ class Generate(commands.Cog):
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         choices = await self.service.models.choices(interaction.guild_id, current)
-        return [app_commands.Choice(name=label, value=value[:100]) for label, value in choices]
+        out = []
+        for label, value in choices:
+            note = self.service.planner.label(value)
+            if note:
+                label = f"{label} ({note})" if not label.endswith(")") else f"{label[:-1]}, {note})"
+            out.append(app_commands.Choice(name=label[:100], value=value[:100]))
+        return out
 
     async def reroll(self, interaction: discord.Interaction, gen_id: str) -> None:
         again = await self.service.reroll_of(gen_id)
         if again is None:
             await respond(interaction, "This job no longer exists.", ephemeral=True)
             return
-        await self.begin(
-            interaction,
-            prompt=again.prompt,
-            model=again.model,
-            aspect_ratio=again.aspect_ratio,
-            count=again.count,
-        )
+
+        async def prepare() -> JobRequest:
+            return request_of(again, await model_for(self, again, interaction.guild_id))
+
+        await self.start(interaction, prepare)
 
     async def deliver(self, interaction: discord.Interaction, generation: Generation) -> None:
         """Run the job with a live progress message, then post the images."""
@@ -403,7 +361,7 @@ class Generate(commands.Cog):
 
     async def _post(self, interaction: discord.Interaction, outcome: Outcome, took: float) -> None:
         embed = result_embed(outcome, took)
-        view = result_view(outcome.generation.id)
+        view = result_view(outcome.generation, len(outcome.images))
 
         def files() -> list[discord.File]:
             return result_files(outcome)
@@ -479,7 +437,7 @@ class Generate(commands.Cog):
                 f"{mention} your images are ready (the bot restarted while they were made).",
                 embed=result_embed(outcome, None),
                 files=result_files(outcome),
-                view=result_view(generation.id),
+                view=result_view(outcome.generation, len(outcome.images)),
             )
             if message is not None:
                 await self.service.record_result_message(generation.id, message.id)
@@ -487,8 +445,7 @@ class Generate(commands.Cog):
         stopped = outcome.generation
         prompt = neutral(discord.utils.escape_markdown(stopped.prompt[:200]))
         error = neutral(stopped.error or "")
-        view = discord.ui.View(timeout=None)
-        view.add_item(RerollButton(generation.id))
+        view = reroll_view(generation.id)
         await self._post_to_channel(
             generation.channel_id,
             generation.user_id,

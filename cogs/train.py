@@ -29,9 +29,11 @@ from cogs._common import (
     user_key,
 )
 from cogs._messages import edit, edit_response, neutral, respond, send
+from cogs._samples import post_sample
 from services.errors import UserFacingError
 from services.replicate import ReplicateServiceError
 from services.store import Training
+from services.tasks import spawn
 from services.training import TrainingService, check_names, eta_seconds, progress_bar
 from services.zipcheck import ZipCheckError, download_to_file
 
@@ -236,13 +238,15 @@ class DiscordTrainingNotifier:
         channel = await self._channel(training.channel_id)
         view = completion_view(training)
         kwargs = {"view": view} if view is not None else {}
-        await send(
+        notice = await send(
             channel,
             completion_text(training),
             requester=training.user_id,
             nonce=training.notice_nonce,
             **kwargs,
         )
+        if training.status == "succeeded":
+            spawn(post_sample(self.bot, training, notice), name=f"sample-{training.id}")
         return True
 
 

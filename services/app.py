@@ -69,7 +69,7 @@ async def build_services(
         role="bot" if with_discord else "http",
         sources=("discord", "api") if with_discord else ("api",),
     )
-    generations = GenerationService(settings, replicate, store, keeper)
+    generations = GenerationService(settings, replicate, store, keeper, http=lambda: http)
     trainings = TrainingService(settings, replicate, store, keeper)
     return Services(
         settings=settings,

@@ -35,6 +35,10 @@ _HINTS: dict[str, str] = {
 }
 
 
+#: Settings where a blank value means "nothing" (turned off) rather than the default.
+_BLANK_IS_EMPTY = frozenset({"train_sample_prompt"})
+
+
 class SettingsError(Exception):
     """Missing or invalid settings: ``problems`` has one line for each, ``str()`` is one
     line fit for an operator (the first problem, and the names of the others), and
@@ -93,6 +97,13 @@ class Settings(BaseSettings):
     max_queued_generations: int = Field(default=20, ge=0, le=10000)
     generations_per_user_per_day: int = Field(default=100, ge=0)
     max_output_mb: int = Field(default=50, ge=1, le=500)
+    upscale_model: str = "nightmareai/real-esrgan"
+    upscale_scale: float = Field(default=2.0, gt=0, le=10, allow_inf_nan=False)
+    vary_model: str = "black-forest-labs/flux-dev"
+    vary_strength: float = Field(default=0.6, ge=0, le=1, allow_inf_nan=False)
+    max_input_image_mb: int = Field(default=20, ge=1, le=100)
+    #: ``{trigger}`` is replaced by the trigger word; empty: no sample.
+    train_sample_prompt: str = Field(default="a photo of {trigger}", max_length=1000)
     shutdown_grace_seconds: float = Field(default=8.0, ge=0, le=600, allow_inf_nan=False)
 
     train_role_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
@@ -155,6 +166,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{ref[:100]!r} is not owner/name or owner/name:<64 hex version>")
         return value
 
+    @field_validator("upscale_model", "vary_model")
+    @classmethod
+    def _action_model(cls, value: str) -> str:
+        value = value.strip()
+        if not MODEL_REF.fullmatch(value):
+            raise ValueError(f"{value[:100]!r} is not owner/name or owner/name:<64 hex version>")
+        return value
+
     @field_validator("trainer_version")
     @classmethod
     def _trainer(cls, value: str) -> str:
@@ -202,6 +221,7 @@ class Settings(BaseSettings):
                 isinstance(value, str)
                 and not value.strip()
                 and key in cls.model_fields
+                and key not in _BLANK_IS_EMPTY
                 and not cls.model_fields[key].is_required()
             )
         }

@@ -54,7 +54,12 @@ async def test_images_arrive_as_attachments_that_decode(
     assert fields["Aspect ratio"] == "1:1"
     assert fields["Requested by"] == f"<@{handle.user.id}>"
     assert re.fullmatch(r"\d+", fields["Seed"])
-    assert {cid.split(":")[1] for cid in button_ids(message)} == {"reroll", "details", "delete"}
+    gen_id = button(message, "reroll").split(":")[2]
+    assert button_ids(message) == [
+        *(f"gen:up:{gen_id}:{n}" for n in range(1, 5)),
+        *(f"gen:vary:{gen_id}:{n}" for n in range(1, 5)),
+        *(f"gen:{action}:{gen_id}" for action in ("reroll", "remix", "details", "delete")),
+    ]
     assert replicate_emu.last_prediction_input["num_outputs"] == 4
     assert replicate_emu.last_prediction_input["prompt"] == "a red fox"
     generation = (await recent_generations(running.services.store, limit=1))[0]

@@ -96,6 +96,7 @@ async def test_schemathesis_finds_no_server_error_and_nothing_off_the_document(
         "GET /healthz",
         "GET /openapi.json",
         "POST /image/generate",
+        "POST /image/upscale",
         "POST /image/train",
         "GET /image/train/{id}",
         "POST /image/train/{id}/cancel",

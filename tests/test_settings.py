@@ -45,6 +45,11 @@ def test_missing_required_names_the_variable(missing: str) -> None:
         ("DATABASE_URL", "mysql://x"),
         ("DISCORD_API_BASE", "localhost"),
         ("INSTANCE_ID", "shard 1"),
+        ("UPSCALE_MODEL", "real-esrgan"),
+        ("VARY_MODEL", "black-forest-labs/flux dev"),
+        ("VARY_STRENGTH", "1.5"),
+        ("UPSCALE_SCALE", "0"),
+        ("MAX_INPUT_IMAGE_MB", "0"),
     ],
 )
 def test_invalid_value_names_the_variable(name: str, value: str) -> None:
@@ -68,6 +73,29 @@ def test_lists_and_numbers_are_parsed() -> None:
     assert s.generate_models == ["a/b", f"me/lora:{VERSION}"]
     assert s.discord_guild_id == 123456789012345678
     assert s.log_level == "DEBUG"
+
+
+def test_image_action_settings() -> None:
+    s = load_settings(BASE, env_file=None)
+    assert (s.upscale_model, s.upscale_scale) == ("nightmareai/real-esrgan", 2.0)
+    assert (s.vary_model, s.vary_strength) == ("black-forest-labs/flux-dev", 0.6)
+    assert s.train_sample_prompt == "a photo of {trigger}"
+    assert s.max_input_image_mb == 20
+    changed = load_settings(
+        {**BASE, "UPSCALE_MODEL": f"me/up:{VERSION}", "VARY_STRENGTH": "0.25"}, env_file=None
+    )
+    assert changed.upscale_model == f"me/up:{VERSION}" and changed.vary_strength == 0.25
+
+
+def test_a_blank_train_sample_prompt_turns_the_sample_off(tmp_path: Path) -> None:
+    assert (
+        load_settings({**BASE, "TRAIN_SAMPLE_PROMPT": ""}, env_file=None).train_sample_prompt == ""
+    )
+    env_file = tmp_path / ".env"
+    env_file.write_text("TRAIN_SAMPLE_PROMPT=\nVARY_MODEL=\n")
+    s = load_settings(BASE, env_file=env_file)
+    assert s.train_sample_prompt == "", "blank means off here, not the default"
+    assert s.vary_model == "black-forest-labs/flux-dev", "blank means the default elsewhere"
 
 
 def test_secrets_never_print() -> None:

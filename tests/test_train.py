@@ -126,6 +126,10 @@ async def test_happy_path_progress_and_completion_ping(
     await discord_emu.wait_for_message(
         discord_emu.channel, lambda m: is_status(m) and "Done" in m.embeds[0]["description"]
     )
+    # The sample of the new model, right under the notice (tests/test_train_sample.py).
+    await discord_emu.wait_for_message(
+        discord_emu.channel, lambda m: m.referenced is notice and m.attachments, timeout=10
+    )
     await wait_until_quiet(
         discord_emu, replicate_emu, harness.env["DATABASE_URL"], poll_seconds=0.05
     )

@@ -1,6 +1,10 @@
 """Image generation jobs, shared by the Discord front end and the HTTP API.
 
 - :mod:`~services.generation.service`: create (check, admit), run, cancel, shutdown;
+- :mod:`~services.generation.requests`: what a job asks Replicate for (kinds: generate,
+  vary, upscale), planned from the model's schema; :mod:`~services.generation.actions`:
+  the checks before admission; :mod:`~services.generation.sources`: input images;
+  :mod:`~services.generation.predict`: the predictions of one job;
 - :mod:`~services.generation.admission`: every limit, used up in one step in the store;
 - :mod:`~services.generation.queue`: this process's place in the queue in the store;
 - :mod:`~services.generation.adoption`: jobs taken over from a process that is gone;

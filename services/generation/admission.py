@@ -9,6 +9,7 @@ again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 from datetime import UTC, datetime
@@ -47,14 +48,16 @@ class Admission:
             max_queued=s.max_queued_generations,
         )
 
-    async def admit(self, job: NewGeneration) -> Generation:
-        """Record ``job`` as queued, leased to this process, if every limit allows it."""
+    async def admit(self, job: NewGeneration, *, cooldown: bool = True) -> Generation:
+        """Record ``job`` as queued, leased to this process, if every limit allows it
+        (the per-user cooldown only with ``cooldown``)."""
         if self.closing:
             raise LimitReached(RESTARTING, retry_after=60)
         now = datetime.now(UTC)
-        request = AdmitRequest(
-            job, self.limits(), self.keeper.owner, now, self.keeper.lease_until(now)
-        )
+        limits = self.limits()
+        if not cooldown:
+            limits = dataclasses.replace(limits, cooldown=0)
+        request = AdmitRequest(job, limits, self.keeper.owner, now, self.keeper.lease_until(now))
         future: asyncio.Future[Generation | Refusal] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         if self._runner is None or self._runner.done():

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from services.generation.jobs import CANCELED, INTERRUPTED, Outcome
+from services.generation.predict import resume_all
 from services.generation.service import GenerationService
 from services.ownership import LeaseKeeper
 from services.replicate import GenerationCanceled, ReplicateServiceError
@@ -72,15 +73,15 @@ class GenerationAdoption:
         prediction_id = job.prediction_id
         if not prediction_id and job.started_at is not None:
             prediction_id = await self._find_lost_prediction(job)
-        if prediction_id:
+        several = [p for p in job.params.get("predictions") or [] if isinstance(p, str)]
+        for each in dict.fromkeys([prediction_id, *several]):
+            if not each:
+                continue
             try:
-                await self.replicate.cancel_prediction(prediction_id)
+                await self.replicate.cancel_prediction(each)
             except ReplicateServiceError as exc:
                 log.warning(
-                    "could not cancel prediction %s of interrupted job %s: %s",
-                    prediction_id,
-                    job.id,
-                    exc,
+                    "could not cancel prediction %s of interrupted job %s: %s", each, job.id, exc
                 )
         await self.jobs.end(job.id, "failed", INTERRUPTED)
         log.info("recorded interrupted HTTP API generation %s as failed", job.id)
@@ -94,10 +95,15 @@ class GenerationAdoption:
             prediction_id = await self._find_lost_prediction(job)
         if not prediction_id:
             return await self.jobs.end(job.id, "failed", INTERRUPTED)
+        several = [p for p in job.params.get("predictions") or [] if isinstance(p, str)]
         if job.cancel_requested_at is not None:
-            await self.jobs.cancel_remote(prediction_id)
+            for each in several or [prediction_id]:
+                await self.jobs.cancel_remote(each)
         try:
-            result = await self.replicate.resume(prediction_id)
+            if len(several) > 1:
+                result = await resume_all(self.replicate, several)
+            else:
+                result = await self.replicate.resume(prediction_id)
         except GenerationCanceled:
             return await self.jobs.end(job.id, "canceled", CANCELED)
         except ReplicateServiceError as exc:

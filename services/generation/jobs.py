@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from services.images import FittedImage
 from services.replicate import GenerationResult
@@ -32,6 +32,8 @@ class JobState:
     queue_size: int = 0
     started_monotonic: float | None = None
     prediction_id: str | None = None
+    #: Every prediction of the job, when it makes several (its first is prediction_id).
+    prediction_ids: list[str] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -49,12 +51,19 @@ async def no_progress(state: JobState) -> None:
 
 @dataclass(frozen=True)
 class Reroll:
-    """What to ask for to make a job's images again (with a new seed)."""
+    """What to ask for to make a job's images again (with a new seed): its request as
+    its requester made it (``sources`` are ``requests.ImageSource``)."""
 
     prompt: str
     model: str
-    aspect_ratio: str
+    aspect_ratio: str | None
     count: int
+    kind: str = "generate"
+    strength: float | None = None
+    lora_scale: float | None = None
+    sources: tuple[Any, ...] = ()
+    trigger_word: str | None = None
+    parent: str | None = None
 
 
 @dataclass

@@ -11,28 +11,33 @@ only the process that ended it posts its images.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from services.errors import UserFacingError
+import aiohttp
+
+from services.generation.actions import JobPlanner, reroll_of
 from services.generation.admission import Admission
 from services.generation.jobs import (
     CANCELED,
     INTERRUPTED,
-    MAX_PROMPT,
-    MAX_SEED,
     JobState,
     JobStopped,
     Listener,
     Outcome,
     Reroll,
 )
-from services.generation.models import ModelCatalog, ResolvedModel
+from services.generation.models import ModelCatalog
+from services.generation.predict import run_calls
 from services.generation.queue import StoreQueue
+from services.generation.requests import JobRequest, calls
+from services.generation.sources import ImageSources, InputImageGone
 from services.images import fit_image
+from services.input_images import InputImageError
 from services.ownership import LeaseKeeper
 from services.replicate import (
     GenerationCanceled,
@@ -41,7 +46,7 @@ from services.replicate import (
     ReplicateService,
     ReplicateServiceError,
 )
-from services.settings import ASPECT_RATIOS, Settings
+from services.settings import Settings
 from services.store import Generation, NewGeneration, Store
 from services.tasks import spawn
 
@@ -50,8 +55,14 @@ log = logging.getLogger(__name__)
 
 class GenerationService:
     def __init__(
-        self, settings: Settings, replicate: ReplicateService, store: Store, keeper: LeaseKeeper
+        self,
+        settings: Settings,
+        replicate: ReplicateService,
+        store: Store,
+        keeper: LeaseKeeper,
+        http: Callable[[], aiohttp.ClientSession] | None = None,
     ) -> None:
+        """``http``: the process's session, for input images given as links."""
         self.settings = settings
         self.replicate = replicate
         self.store = store
@@ -59,6 +70,8 @@ class GenerationService:
         self.admission = Admission(settings, store, keeper)
         self.queue = StoreQueue(store, keeper, settings.max_concurrent_generations)
         self.models = ModelCatalog(settings, store)
+        self.planner = JobPlanner(settings, replicate, self.models)
+        self.sources = ImageSources(settings, replicate, store, http or _no_http)
         self._states: dict[str, JobState] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._unsubscribe = store.events.subscribe(self._on_notice)
@@ -71,54 +84,38 @@ class GenerationService:
 
     async def create(
         self,
+        request: JobRequest,
         *,
         user_key: str,
-        prompt: str,
-        model: ResolvedModel,
-        aspect_ratio: str = "1:1",
-        count: int = 1,
-        seed: int | None = None,
         user_id: int | None = None,
         guild_id: int | None = None,
         channel_id: int | None = None,
         interaction_id: int | None = None,
         source: str = "discord",
+        cooldown: bool = True,
+        job_id: str | None = None,
     ) -> Generation:
-        """Check the request, then admit it (every limit, in one step in the store)."""
-        prompt = prompt.strip()
-        if not prompt:
-            raise UserFacingError("The prompt is empty.")
-        if len(prompt) > MAX_PROMPT:
-            raise UserFacingError(f"The prompt is too long ({len(prompt)} > {MAX_PROMPT}).")
-        if aspect_ratio not in ASPECT_RATIOS:
-            raise UserFacingError(f"Aspect ratio must be one of {', '.join(ASPECT_RATIOS)}.")
-        if not 1 <= count <= 4:
-            raise UserFacingError("Count must be between 1 and 4.")
-        if seed is not None and not 0 <= seed <= MAX_SEED:
-            raise UserFacingError(f"Seed must be between 0 and {MAX_SEED}.")
-        trigger_prepended = False
-        if model.trigger_word and model.trigger_word.lower() not in prompt.lower():
-            prompt = f"{model.trigger_word} {prompt}"[:MAX_PROMPT]
-            trigger_prepended = True
-        return await self.admission.admit(
+        """Check the request (its options against what the model takes), then admit it
+        (every limit, in one step in the store). ``cooldown=False``: the per-user pause
+        does not refuse it (a training's sample), though it counts as a generation."""
+        prompt, params = await self.planner.params(request, guild_id)
+        generation = await self.admission.admit(
             NewGeneration(
                 user_key=user_key,
                 user_id=user_id,
                 guild_id=guild_id,
                 channel_id=channel_id,
                 prompt=prompt,
-                model=model.ref,
-                params={
-                    "aspect_ratio": aspect_ratio,
-                    "count": count,
-                    "seed": seed if seed is not None else random.randint(0, MAX_SEED),
-                    "trigger_word": model.trigger_word,
-                    "trigger_prepended": trigger_prepended,
-                },
+                model=request.model.ref,
+                params=params,
                 interaction_id=interaction_id,
                 source=source,  # type: ignore[arg-type]
-            )
+                id=job_id,
+            ),
+            cooldown=cooldown,
         )
+        self.sources.hold(generation.id, request.images)
+        return generation
 
     async def get(self, gen_id: str) -> Generation | None:
         return await self.store.get_generation(gen_id)
@@ -128,24 +125,9 @@ class GenerationService:
         await self.store.update_generation(gen_id, result_message_id=message_id)
 
     async def reroll_of(self, gen_id: str) -> Reroll | None:
-        """The job's request as its requester made it, to run again; None if it is gone.
-
-        A trigger word the bot added to the prompt is taken out again: the new job adds
-        it anew if the model still needs it."""
+        """The job's request as its requester made it, to run again; None if it is gone."""
         original = await self.store.get_generation(gen_id)
-        if original is None:
-            return None
-        params = original.params
-        prompt = original.prompt
-        trigger = params.get("trigger_word")
-        if params.get("trigger_prepended") and trigger:
-            prompt = prompt.removeprefix(f"{trigger} ")
-        return Reroll(
-            prompt=prompt,
-            model=original.model,
-            aspect_ratio=params.get("aspect_ratio", "1:1"),
-            count=params.get("count", 1),
-        )
+        return reroll_of(original) if original is not None else None
 
     async def run(
         self, generation: Generation, listener: Listener, *, size_limit: int, total_limit: int
@@ -177,6 +159,7 @@ class GenerationService:
         finally:
             self._states.pop(gen_id, None)
             self._tasks.pop(gen_id, None)
+            self.sources.drop(gen_id)
 
     async def _stopped_waiting(self, generation: Generation, state: JobState) -> Outcome:
         """The wait was cut short: by this process stopping (the job is handed back, or,
@@ -212,31 +195,14 @@ class GenerationService:
         state.started_monotonic = time.monotonic()
         await _safe(listener, state)
 
-        async def on_progress(progress: Progress) -> None:
-            if state.prediction_id is None and progress.prediction_id:
-                state.prediction_id = progress.prediction_id
-                await self._prediction_known(gen_id, progress.prediction_id)
-            await _safe(listener, state)
-
-        params = generation.params
-        options: dict[str, Any] = {
-            "aspect_ratio": params.get("aspect_ratio", "1:1"),
-            "num_outputs": params.get("count", 1),
-            "seed": params.get("seed"),
-            "output_format": "png",
-        }
         try:
-            result = await self.replicate.generate(
-                generation.model,
-                generation.prompt,
-                options,
-                on_progress=on_progress,
-                webhook=self.settings.webhook_url,
-            )
+            result = await self._predict(generation, state, listener)
         except GenerationCanceled:
             return await self._ended(gen_id, state, "canceled", CANCELED)
         except asyncio.CancelledError:
             return await self._stopped_running(generation, state)
+        except (InputImageGone, InputImageError) as exc:
+            return await self._ended(gen_id, state, "failed", exc.user_message)
         except ReplicateServiceError as exc:
             await self._ended(gen_id, state, "failed", exc.user_message)
             raise
@@ -244,9 +210,47 @@ class GenerationService:
             await self._ended(gen_id, state, "failed", f"Internal error ({type(exc).__name__})")
             raise
         state.phase = "done"
+        if len(state.prediction_ids) > 1:
+            params = {**generation.params, "predictions": list(state.prediction_ids)}
+            generation = dataclasses.replace(generation, params=params)
         return await self.complete(
             generation, result, size_limit=size_limit, total_limit=total_limit
         )
+
+    async def _predict(
+        self, generation: Generation, state: JobState, listener: Listener
+    ) -> GenerationResult:
+        """Read the job's input images, then run its predictions."""
+        gen_id = generation.id
+        images = await self.sources.values(generation)
+        planned = calls(generation.prompt, generation.model, generation.params, images)
+
+        async def on_progress(progress: Progress) -> None:
+            known = progress.prediction_id
+            if known and known not in state.prediction_ids:
+                state.prediction_ids.append(known)
+                if state.prediction_id is None:
+                    state.prediction_id = known
+                    await self._prediction_known(gen_id, known)
+                else:
+                    await self._another_prediction_known(generation, state, known, len(planned))
+            await _safe(listener, state)
+
+        return await run_calls(
+            self.replicate, planned, on_progress, webhook=self.settings.webhook_url
+        )
+
+    async def _another_prediction_known(
+        self, generation: Generation, state: JobState, prediction_id: str, total: int
+    ) -> None:
+        """A job of several predictions: once all are known, they are stored for whoever
+        takes the job over; one created after a Cancel is stopped."""
+        job = await self.store.get_generation(generation.id)
+        if job is None or job.cancel_requested_at is not None or job.status != "running":
+            await self.cancel_remote(prediction_id)
+        elif len(state.prediction_ids) == total:
+            params = {**job.params, "predictions": list(state.prediction_ids)}
+            await self.store.update_generation(generation.id, params=params)
 
     async def _stopped_running(self, generation: Generation, state: JobState) -> Outcome:
         """Cancelled while the prediction runs: at shutdown a Discord job is handed back
@@ -259,7 +263,8 @@ class GenerationService:
             if task is not None:
                 task.uncancel()
             return Outcome(generation, None, handed_back=True)
-        await self.cancel_remote(state.prediction_id)
+        for prediction_id in state.prediction_ids or [state.prediction_id]:
+            await self.cancel_remote(prediction_id)
         error = INTERRUPTED if self.closing else CANCELED
         await self._ended(generation.id, state, "failed" if self.closing else "canceled", error)
         raise asyncio.CancelledError
@@ -289,6 +294,10 @@ class GenerationService:
             for image in result.images
         ]
         seed = result.seed if result.seed is not None else generation.params.get("seed")
+        extra: dict[str, Any] = {}
+        if result.output_urls:
+            # For the job's U and V buttons, while Replicate keeps the outputs.
+            extra["params"] = {**generation.params, "outputs": list(result.output_urls)}
         stored = await self.store.finish_generation(
             generation.id,
             "succeeded",
@@ -297,6 +306,7 @@ class GenerationService:
             seed=seed,
             prediction_id=result.prediction_id,
             predict_time=result.predict_time,
+            **extra,
         )
         if stored is None:
             log.info("generation %s ended elsewhere; its images are not posted here", generation.id)
@@ -312,9 +322,9 @@ class GenerationService:
         if result.outcome != "requested" or result.generation is None:
             return False
         state = self._states.get(gen_id)
-        prediction_id = result.generation.prediction_id or (state and state.prediction_id)
         # Whoever runs the job sees the request when its create answers, if it has not yet.
-        await self.cancel_remote(prediction_id or None)
+        for prediction_id in _predictions_of(result.generation, state):
+            await self.cancel_remote(prediction_id)
         return True
 
     def _on_notice(self, topic: str) -> None:
@@ -333,7 +343,8 @@ class GenerationService:
     async def _check_cancel(self, gen_id: str) -> None:
         job = await self.store.get_generation(gen_id)
         if job is not None and job.cancel_requested_at is not None:
-            await self.cancel_remote(job.prediction_id)
+            for prediction_id in _predictions_of(job, self._states.get(gen_id)):
+                await self.cancel_remote(prediction_id)
 
     async def shutdown(self, grace: float) -> None:
         """Stop taking jobs; let running ones finish for up to ``grace`` seconds.
@@ -389,6 +400,18 @@ class GenerationService:
         generation = await self.store.get_generation(gen_id)
         assert generation is not None
         return generation
+
+
+def _no_http() -> aiohttp.ClientSession:
+    raise RuntimeError("this GenerationService was built without an HTTP session")
+
+
+def _predictions_of(job: Generation, state: JobState | None) -> list[str]:
+    """Every prediction of a job known here or in the store, first one first."""
+    found = [job.prediction_id or "", *(job.params.get("predictions") or [])]
+    if state is not None:
+        found += [state.prediction_id or "", *state.prediction_ids]
+    return list(dict.fromkeys(p for p in found if isinstance(p, str) and p))
 
 
 async def _safe(listener: Listener, state: JobState) -> None:

@@ -43,6 +43,16 @@ def seed_of(inputs: Mapping[str, Any], logs: str | None) -> int | None:
     return int(matches[-1]) if matches else None
 
 
+def output_urls(output: Any, count: int) -> tuple[str, ...]:
+    """The https URLs of a prediction's outputs, one per image, or none if any came
+    another way (inline data): a later job may send them as its input image."""
+    items = output if isinstance(output, list) else [output]
+    urls = tuple(str(getattr(item, "url", item)) for item in items)
+    if len(urls) != count or not all(url.startswith("https://") for url in urls):
+        return ()
+    return urls
+
+
 class Predictions:
     """Creates predictions and follows them with the poller to their downloaded images."""
 
@@ -158,4 +168,5 @@ class Predictions:
             queue_seconds=seconds_between(created, started_at),
             total_seconds=seconds_between(created, completed),
             predict_time=float(predict_time) if isinstance(predict_time, int | float) else None,
+            output_urls=output_urls(prediction.output, len(images)),
         )

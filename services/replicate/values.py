@@ -71,6 +71,9 @@ class GenerationResult:
     queue_seconds: float | None = None  # created -> started
     total_seconds: float | None = None  # created -> completed
     predict_time: float | None = None  # metrics.predict_time, what Replicate bills
+    #: The outputs' https URLs, one per image, while Replicate keeps them (an hour);
+    #: empty when the outputs came inline.
+    output_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

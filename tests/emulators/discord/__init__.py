@@ -54,8 +54,9 @@ Where things are:
   interaction webhook), ``rest_channels.py`` (channel messages), ``rest_misc.py``
   (gateway address, users, application, downloads); ``message_store.py`` (what every
   route that writes a message shares), ``rest_base.py`` (auth, bodies).
-- ``driver.py``, ``options.py``: what users do (``slash``, ``press``, ``submit_modal``,
-  ``autocomplete``, ``user_message``); ``interactions.py``: :class:`InteractionHandle`.
+- ``driver.py``, ``options.py``: what users do (``slash``, ``message_command``,
+  ``press``, ``submit_modal``, ``autocomplete``, ``user_message`` with attachments);
+  ``interactions.py``: :class:`InteractionHandle`.
 - ``controls.py``: what tests read, wait for and break (``wait_for_message``,
   ``fail_next``, ``expire``, ``wait_ready``, ``drop_gateway``, ``shard_of``).
 """

@@ -1,13 +1,14 @@
-"""The test driver: what users do. ``slash``, ``autocomplete``, ``press`` / ``select``,
-``submit_modal`` send an INTERACTION_CREATE and return its :class:`InteractionHandle`;
-``user_message`` posts as a user."""
+"""The test driver: what users do. ``slash``, ``message_command`` (a message's Apps
+menu), ``autocomplete``, ``press`` / ``select``, ``submit_modal`` send an
+INTERACTION_CREATE and return its :class:`InteractionHandle`; ``user_message`` posts as a
+user, with attachments if given."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tests.emulators.discord.common import (
@@ -124,6 +125,38 @@ class DriverMixin(OptionsMixin, MessageStore):
             name=f"/{command}",
         )
         return await self._send_interaction(handle, locale, settle=settle)
+
+    async def message_command(
+        self, name: str, message: Message | int, *, user: User | None = None
+    ) -> InteractionHandle:
+        """Run the message context-menu command ``name`` (Apps ▸ name) on ``message``, as
+        ``user``: Discord sends the message itself in ``data.resolved.messages``."""
+        msg = message if isinstance(message, Message) else self._messages[int(message)]
+        if msg.deleted:
+            raise LookupError(f"message {msg.id} was deleted")
+        chan = self._channel(msg.channel_id)
+        user = self._user(user, self.guild_of(chan))
+        cmd = self.find_command(name, chan.guild_id, type=3)
+        self._check_can_use(cmd, user, chan)
+        data: dict[str, Any] = {
+            "id": cmd["id"],
+            "name": name,
+            "type": 3,
+            "target_id": str(msg.id),
+            "resolved": {"messages": {str(msg.id): msg.to_dict()}},
+        }
+        if "guild_id" in cmd:
+            data["guild_id"] = cmd["guild_id"]
+        handle = InteractionHandle(
+            self,
+            type=APPLICATION_COMMAND,
+            data=data,
+            user=user,
+            channel=chan,
+            attachment_size_limit=self.attachment_size_limit,
+            name=f"menu {name}",
+        )
+        return await self._send_interaction(handle)
 
     async def autocomplete(
         self,
@@ -261,15 +294,25 @@ class DriverMixin(OptionsMixin, MessageStore):
         return await self._send_interaction(handle)
 
     async def user_message(
-        self, content: str, *, user: User | None = None, channel: Channel | int | None = None
+        self,
+        content: str,
+        *,
+        user: User | None = None,
+        channel: Channel | int | None = None,
+        attachments: Sequence[tuple[str, bytes] | Attachment] = (),
     ) -> Message:
-        """A message a user posts in a channel (dispatched as MESSAGE_CREATE)."""
+        """A message a user posts in a channel (dispatched as MESSAGE_CREATE), with
+        ``attachments`` given as ``(filename, bytes)`` or made with ``create_attachment``."""
         chan = self._channel(channel)
         author = self._user(user, self.guild_of(chan))
+        records = [
+            a if isinstance(a, Attachment) else self.create_attachment(a[0], a[1], channel=chan)
+            for a in attachments
+        ]
         msg = self._store_message(
             chan,
             author,
-            MessageVersion(content, [], [], [], 0, None, now()),
+            MessageVersion(content, [], [], records, 0, None, now()),
         )
         await self.gateway.message_event("MESSAGE_CREATE", msg)
         await self._notify()

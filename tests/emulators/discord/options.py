@@ -13,15 +13,22 @@ from tests.emulators.discord.world import WorldMixin
 
 
 class OptionsMixin(WorldMixin):
-    def find_command(self, name: str, guild_id: int | None = None) -> dict[str, Any]:
+    def find_command(
+        self, name: str, guild_id: int | None = None, *, type: int = 1
+    ) -> dict[str, Any]:
+        """The synced command ``name`` of ``type`` (1 slash, 2 user menu, 3 message menu)."""
         gid = self.guild.id if guild_id is None else guild_id
         for scope in (gid, None):
             for cmd in self._commands.get(scope, []):
-                if cmd["name"] == name and cmd.get("type", 1) == 1:
+                if cmd["name"] == name and cmd.get("type", 1) == type:
                     return cmd
-        synced = {str(scope): [c["name"] for c in cmds] for scope, cmds in self._commands.items()}
+        synced = {
+            str(scope): [(c["name"], c.get("type", 1)) for c in cmds]
+            for scope, cmds in self._commands.items()
+        }
         raise LookupError(
-            f"/{name} was not synced (global or guild {gid}); synced commands: {synced}"
+            f"{name!r} (type {type}) was not synced (global or guild {gid}); "
+            f"synced commands: {synced}"
         )
 
     def _resolve_value(
