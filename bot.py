@@ -22,7 +22,7 @@ import discord
 from discord.ext import commands
 
 import cogs
-from api import WebServer, WebServerError, create_web_app
+from api import WebServer, WebServerError, create_web_app, keys_cli
 from cogs._common import BotTree
 from cogs._discord_endpoints import point_discord_at
 from services.app import Services, build_services
@@ -237,6 +237,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["api-keys"]:
+        return keys_cli.main(given[1:])
     args = parse_args(argv)
     try:
         settings = load_settings(require_discord=not args.http_only)

@@ -7,9 +7,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from services.api_keys import ApiKey
 from services.app import Services
 
 SERVICES_KEY: web.AppKey[Services] = web.AppKey("services", Services)
 DISCORD_STATUS_KEY: web.AppKey[Callable[[], bool | None]] = web.AppKey("discord_status")
 UPLOADS_KEY: web.AppKey[asyncio.Semaphore] = web.AppKey("uploads", asyncio.Semaphore)
 USER_KEY: web.RequestKey[str] = web.RequestKey("api_user_key", str)
+API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)

@@ -242,9 +242,10 @@ class DiscordTrainingNotifier:
 async def train_allowed(interaction: discord.Interaction) -> bool:
     service = service_of(interaction)
     roles = [role.id for role in getattr(interaction.user, "roles", [])]
-    if not service.role_allowed(roles):
-        needed = ", ".join(f"<@&{r}>" for r in service.settings.train_role_ids)
-        raise Refused(f"Training is reserved for members with one of these roles: {needed}.")
+    needed = await service.roles_needed(interaction.guild_id, roles)
+    if needed is not None:
+        mentions = ", ".join(f"<@&{r}>" for r in needed)
+        raise Refused(f"Training is reserved for members with one of these roles: {mentions}.")
     namespace = interaction.namespace
     try:
         check_names(str(namespace.trigger_word or ""), str(namespace.model_name or ""))

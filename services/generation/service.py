@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from services.costs import load_prices
 from services.errors import UserFacingError
 from services.generation.admission import Admission
 from services.generation.jobs import (
@@ -33,6 +34,7 @@ from services.generation.jobs import (
 from services.generation.models import ModelCatalog, ResolvedModel
 from services.generation.queue import StoreQueue
 from services.images import fit_image
+from services.job_policy import JobPolicy
 from services.ownership import LeaseKeeper
 from services.replicate import (
     GenerationCanceled,
@@ -50,15 +52,22 @@ log = logging.getLogger(__name__)
 
 class GenerationService:
     def __init__(
-        self, settings: Settings, replicate: ReplicateService, store: Store, keeper: LeaseKeeper
+        self,
+        settings: Settings,
+        replicate: ReplicateService,
+        store: Store,
+        keeper: LeaseKeeper,
+        policy: JobPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.replicate = replicate
         self.store = store
         self.keeper = keeper
-        self.admission = Admission(settings, store, keeper)
+        self.policy = policy
+        self.prices = policy.prices if policy is not None else load_prices(settings.prices_file)
+        self.admission = Admission(settings, store, keeper, policy)
         self.queue = StoreQueue(store, keeper, settings.max_concurrent_generations)
-        self.models = ModelCatalog(settings, store)
+        self.models = ModelCatalog(settings, store, policy.guild_settings if policy else None)
         self._states: dict[str, JobState] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._unsubscribe = store.events.subscribe(self._on_notice)
@@ -117,6 +126,7 @@ class GenerationService:
                 },
                 interaction_id=interaction_id,
                 source=source,  # type: ignore[arg-type]
+                cost_reserved=self.prices.estimate_generation(model.ref, count),
             )
         )
 
@@ -297,6 +307,10 @@ class GenerationService:
             seed=seed,
             prediction_id=result.prediction_id,
             predict_time=result.predict_time,
+            image_count=len(result.images),
+            cost_usd=self.prices.generation_cost(
+                generation.model, len(result.images), result.predict_time
+            ),
         )
         if stored is None:
             log.info("generation %s ended elsewhere; its images are not posted here", generation.id)
