@@ -22,11 +22,15 @@ if TYPE_CHECKING:
 COLOUR = discord.Colour.blurple()
 
 
+def counted(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def totals_text(totals: Totals) -> str:
-    images = f" ({totals.images} images)" if totals.images != totals.generations else ""
-    trainings = "training" if totals.trainings == 1 else "trainings"
+    images = f" ({counted(totals.images, 'image')})" if totals.images != totals.generations else ""
     return (
-        f"{totals.generations} generations{images} · {totals.trainings} {trainings}\n"
+        f"{counted(totals.generations, 'generation')}{images} · "
+        f"{counted(totals.trainings, 'training')}\n"
         f"{totals.gpu_seconds:,.1f} GPU s · ~{usd(totals.cost_usd)}"
     )
 
@@ -51,8 +55,8 @@ def top_users_text(users: list[UserUsage]) -> str:
     if not users:
         return "Nobody yet this month."
     return "\n".join(
-        f"{rank}. <@{u.user_id}>: {u.generations} generations, {u.trainings} trainings, "
-        f"{u.gpu_seconds:,.0f} GPU s, ~{usd(u.cost_usd)}"
+        f"{rank}. <@{u.user_id}>: {counted(u.generations, 'generation')}, "
+        f"{counted(u.trainings, 'training')}, {u.gpu_seconds:,.0f} GPU s, ~{usd(u.cost_usd)}"
         for rank, u in enumerate(users, 1)
     )[:1024]
 

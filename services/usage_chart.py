@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Final
 
+from services.costs import usd
+
 if TYPE_CHECKING:
     from services.usage import Totals
 
@@ -88,7 +90,10 @@ def render_chart(days: Sequence[tuple[date, Totals]], title: str) -> bytes:
         for spine in ax.spines.values():
             spine.set_color(GRID)
 
-    totals = f"{sum(generations)} generations · {sum(trainings)} trainings · ${sum(costs):,.2f}"
+    totals = (
+        f"{_counted(sum(generations), 'generation')} · {_counted(sum(trainings), 'training')}"
+        f" · ~{usd(sum(costs))} estimated"
+    )
     figure.text(0.07, 0.93, title, color=TEXT, fontsize=17, fontweight="bold")
     figure.text(0.07, 0.885, f"last {len(days)} days (UTC): {totals}", color=MUTED, fontsize=12)
     handles = axes.get_legend_handles_labels()[0] + money.get_legend_handles_labels()[0]
@@ -106,6 +111,10 @@ def render_chart(days: Sequence[tuple[date, Totals]], title: str) -> bytes:
     out = io.BytesIO()
     figure.savefig(out, format="png", dpi=DPI, facecolor=BACKGROUND)
     return out.getvalue()
+
+
+def _counted(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _dollars(value: float, _position: int) -> str:
