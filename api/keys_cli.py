@@ -118,7 +118,7 @@ async def _list(keys: ApiKeys, settings: _StoreSettings) -> None:
                 record.name,
                 f"{record.created_at:%Y-%m-%d}",
                 _limits(record),
-                f"{jobs} jobs, ~{usd(cost)}",
+                f"{jobs} job{'' if jobs == 1 else 's'}, ~{usd(cost)}",
                 status,
             )
         )

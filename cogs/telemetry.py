@@ -14,9 +14,10 @@ from services import metrics
 if TYPE_CHECKING:
     from bot import ImageBot
 
-#: discord.py's logger that reports rate limits (at WARNING, so counted from LOG_LEVEL
-#: WARNING on down).
-DISCORD_HTTP_LOGGER = "discord.http"
+#: discord.py's loggers that report each 429 they wait out: the bot's REST calls, and
+#: the interaction webhooks (answers, follow-ups). They say so at WARNING, so 429s are
+#: counted with LOG_LEVEL at WARNING or below (the default is INFO).
+RATE_LIMIT_LOGGERS = ("discord.http", "discord.webhook.async_")
 
 
 def interaction_label(interaction: discord.Interaction) -> str | None:
@@ -54,6 +55,8 @@ class RateLimitCounter(logging.Handler):
             metrics.discord_rate_limited("route")
         elif message.startswith("Global rate limit"):
             metrics.discord_rate_limited("global")
+        elif message.startswith("Webhook ID") and "rate limited" in message:
+            metrics.discord_rate_limited("interaction")
 
 
 class Telemetry(commands.Cog):
@@ -62,10 +65,12 @@ class Telemetry(commands.Cog):
         self.rate_limits = RateLimitCounter()
 
     async def cog_load(self) -> None:
-        logging.getLogger(DISCORD_HTTP_LOGGER).addHandler(self.rate_limits)
+        for name in RATE_LIMIT_LOGGERS:
+            logging.getLogger(name).addHandler(self.rate_limits)
 
     async def cog_unload(self) -> None:
-        logging.getLogger(DISCORD_HTTP_LOGGER).removeHandler(self.rate_limits)
+        for name in RATE_LIMIT_LOGGERS:
+            logging.getLogger(name).removeHandler(self.rate_limits)
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:

@@ -19,16 +19,8 @@ import os
 from datetime import datetime
 from typing import Final
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
 
 from services.store import Generation, Training
 
@@ -36,7 +28,6 @@ log = logging.getLogger(__name__)
 
 #: Read by prometheus-client when it is first imported, as here.
 MULTIPROCESS_DIR: Final = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS: Final = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 _OVERHEAD_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
@@ -160,14 +151,16 @@ def set_activity(queued: int, running_generations: int, running_trainings: int) 
     RUNNING_JOBS.labels("training").set(running_trainings)
 
 
-def render() -> bytes:
-    """Every metric in Prometheus' text format: this process's, or with
-    ``PROMETHEUS_MULTIPROC_DIR`` those of every process that shares the folder."""
+def render(accept: str | None = None) -> tuple[bytes, str]:
+    """Every metric and its content type, in the format the scraper's ``Accept`` asks
+    for (Prometheus' text format by default, OpenMetrics if asked): this process's, or
+    with ``PROMETHEUS_MULTIPROC_DIR`` those of every process that shares the folder."""
+    encoder, content_type = choose_encoder(accept or "")
     if MULTIPROCESS_DIR is None:
-        return generate_latest(REGISTRY)
+        return encoder(REGISTRY), content_type
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    return generate_latest(registry)
+    return encoder(registry), content_type
 
 
 def process_exiting() -> None:

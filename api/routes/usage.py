@@ -37,4 +37,5 @@ async def metrics_route(request: web.Request) -> web.Response:
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
     metrics.set_activity(*await services.store.active_jobs())
-    return web.Response(body=metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE})
+    body, content_type = metrics.render(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
