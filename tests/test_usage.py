@@ -15,6 +15,7 @@ from tests.emulators.discord import DiscordEmulator, Message, Perm, User
 from tests.emulators.replicate import Job, ReplicateEmulator
 from tests.harness import BotHarness
 from tests.helpers import zips
+from tests.helpers.store import recent_generations
 from tests.test_http_api import ApiServer
 
 PRICES = load_prices()
@@ -191,3 +192,34 @@ async def test_get_usage_is_per_api_key(replicate_emu: ReplicateEmulator, tmp_pa
         assert (await api.call("GET", "/usage", token="rib_nope")).status == 401
     finally:
         await server.stop()
+
+
+async def test_a_prediction_that_ran_and_failed_costs_its_time(
+    running: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
+) -> None:
+    """Replicate bills the hardware time of a failed prediction; a per-image model that
+    made no image bills nothing."""
+    replicate_emu.predict_time = 2.0
+    member = discord_emu.add_user("member")
+    model = replicate_emu.add_model(replicate_emu.username, "pet", with_version=True)
+    await running.services.store.upsert_model(
+        replicate_emu.username,
+        "pet",
+        guild_id=discord_emu.guild.id,
+        creator_key=f"discord:{member.id}",
+        trigger_word="PET",
+        latest_version=next(iter(model.versions)),
+    )
+    for options in ({"model": f"{replicate_emu.username}/pet"}, {}):
+        replicate_emu.fail_next_prediction("CUDA out of memory")
+        handle = await discord_emu.slash(
+            "generate", user=member, options={"prompt": "x", **options}
+        )
+        await handle.wait_original(lambda m: m.content.startswith("❌"), timeout=10)
+    schnell, trained = await recent_generations(running.services.store, limit=2)
+    assert (trained.status, trained.predict_time) == ("failed", 2.0)
+    assert trained.cost_usd == pytest.approx(2.0 * H100)
+    assert (schnell.predict_time, schnell.cost_usd) == (2.0, 0.0)
+    report = await running.services.usage.for_user(f"discord:{member.id}")
+    assert (report.today.generations, report.today.gpu_seconds) == (0, 4.0)
+    assert report.today.cost_usd == pytest.approx(2.0 * H100)

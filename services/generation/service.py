@@ -243,12 +243,16 @@ class GenerationService:
                 on_progress=on_progress,
                 webhook=self.settings.webhook_url,
             )
-        except GenerationCanceled:
-            return await self._ended(gen_id, state, "canceled", CANCELED)
+        except GenerationCanceled as exc:
+            return await self._ended(
+                gen_id, state, "canceled", CANCELED, **self._spent(generation.model, exc)
+            )
         except asyncio.CancelledError:
             return await self._stopped_running(generation, state)
         except ReplicateServiceError as exc:
-            await self._ended(gen_id, state, "failed", exc.user_message)
+            await self._ended(
+                gen_id, state, "failed", exc.user_message, **self._spent(generation.model, exc)
+            )
             raise
         except Exception as exc:
             await self._ended(gen_id, state, "failed", f"Internal error ({type(exc).__name__})")
@@ -374,13 +378,21 @@ class GenerationService:
         await self._end(gen_id, status, error, from_status=("queued", "running"))
         return Outcome(await self._reload(gen_id), None)
 
-    async def _ended(self, gen_id: str, state: JobState, status: str, error: str) -> Outcome:
+    async def _ended(
+        self, gen_id: str, state: JobState, status: str, error: str, **values: Any
+    ) -> Outcome:
         state.phase = status
-        await self._end(gen_id, status, error)
+        await self._end(gen_id, status, error, **values)
         return Outcome(await self._reload(gen_id), None)
 
     async def _end(
-        self, gen_id: str, status: str, error: str, *, from_status: tuple[str, ...] = ("running",)
+        self,
+        gen_id: str,
+        status: str,
+        error: str,
+        *,
+        from_status: tuple[str, ...] = ("running",),
+        **values: Any,
     ) -> None:
         await self.store.finish_generation(
             gen_id,
@@ -389,7 +401,16 @@ class GenerationService:
             owner=self.keeper.owner,
             from_status=from_status,
             error=error,
+            **values,
         )
+
+    def _spent(self, model: str, exc: ReplicateServiceError) -> dict[str, Any]:
+        """What a prediction that ran and then failed (or was canceled) cost: Replicate
+        bills its hardware time; a per-image model made no image to bill."""
+        seconds = exc.predict_time
+        if seconds is None:
+            return {}
+        return {"predict_time": seconds, "cost_usd": self.prices.generation_cost(model, 0, seconds)}
 
     async def cancel_remote(self, prediction_id: str | None) -> None:
         """Stop a prediction on Replicate (no more billing); a failure is only logged."""
