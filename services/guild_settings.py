@@ -13,6 +13,7 @@ changed, so a change applies at once everywhere either way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -168,6 +169,9 @@ class GuildSettings:
         self.settings = settings
         self.store = store
         self._cache: dict[int, GuildConfig] = {}
+        self._reading: dict[int, asyncio.Future[GuildConfig]] = {}
+        #: How many changes this process has heard of (reads older than one are not kept).
+        self._changes = 0
         self._unsubscribe = store.events.subscribe(self._on_notice)
 
     # -- reading ---------------------------------------------------------------
@@ -179,19 +183,38 @@ class GuildSettings:
         cached = self._cache.get(guild_id)
         if cached is not None:
             return cached
+        # Requests that arrive together (a burst of commands) share one read.
+        reading = self._reading.get(guild_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(guild_id))
+            self._reading[guild_id] = reading
+            reading.add_done_callback(lambda done: self._forget_read(guild_id, done))
+        return await asyncio.shield(reading)
+
+    async def _read(self, guild_id: int) -> GuildConfig:
+        changes = self._changes
         overrides = await self.store.get_guild_settings(guild_id)
         config = self.resolve(guild_id, overrides)
-        if self.store.events.shared:
+        # Kept only if no change was heard of meanwhile (it may predate the change).
+        if self.store.events.shared and changes == self._changes:
             self._cache[guild_id] = config
         return config
 
+    def _forget_read(self, guild_id: int, done: asyncio.Future[GuildConfig]) -> None:
+        if self._reading.get(guild_id) is done:
+            del self._reading[guild_id]
+
     def _on_notice(self, topic: str) -> None:
         if topic == EVERYTHING:
+            self._changes += 1
             self._cache.clear()
+            self._reading.clear()
             return
         kind, _, guild = topic.partition(":")
         if kind == "settings" and guild.isdigit():
+            self._changes += 1
             self._cache.pop(int(guild), None)
+            self._reading.pop(int(guild), None)
 
     def resolve(self, guild_id: int | None, overrides: Mapping[str, Any]) -> GuildConfig:
         """The owner's values tightened by ``overrides`` (values out of the owner's
@@ -340,7 +363,9 @@ class GuildSettings:
         overrides = await self.store.change_guild_settings(
             guild_id, changes, user_id=user_id, now=datetime.now(UTC)
         )
+        self._changes += 1
         self._cache.pop(guild_id, None)
+        self._reading.pop(guild_id, None)
         # Other processes hear of it before the admin is told it is done.
         await self.store.events.flush()
         log.info("settings of guild %s changed by %s: %s", guild_id, user_id, sorted(changes))
