@@ -264,7 +264,8 @@ class GuildSettings:
         s = self.settings
         spec = spec_of(name)
         if spec.kind == "models":
-            return "one or more of " + ", ".join(f"`{m}`" for m in s.generate_models)
+            listed = ", ".join(f"`{m}`" for m in s.generate_models)
+            return f"one or more of {listed}" if len(listed) <= 300 else "some of GENERATE_MODELS"
         if spec.kind == "model":
             return "one of the models offered in this server"
         if spec.kind == "seconds":
