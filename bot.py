@@ -246,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as err:
         print(f"Configuration error: {err}", file=sys.stderr)
         return 2
-    secrets = [settings.discord_token, settings.replicate_api_token, settings.api_token]
+    secrets = [
+        settings.discord_token,
+        settings.replicate_api_token,
+        settings.api_token,
+        settings.metrics_token,
+    ]
     configure_logging(
         settings.log_level, [secret.get_secret_value() for secret in secrets if secret is not None]
     )

@@ -14,9 +14,10 @@ from api.problems import problem_middleware
 from api.routes.docs import add_docs_routes
 from api.routes.generate import generate
 from api.routes.health import OPENAPI_PATH, healthz, openapi, ping
+from api.routes.metrics import metrics_route
 from api.routes.train import train
 from api.routes.trainings import cancel_training, get_training
-from api.routes.usage import metrics_route, usage
+from api.routes.usage import usage
 from api.routes.webhooks import MAX_WEBHOOK_BODY, replicate_webhook
 from services.app import Services
 
