@@ -58,7 +58,7 @@ import discord
 from discord.ext import commands
 
 import cogs
-from api import WebServer, WebServerError, create_web_app
+from api import WebServer, WebServerError, create_web_app, keys_cli
 from cogs._common import BotTree
 from cogs._discord_endpoints import point_discord_at
 from services.app import Services, build_services
@@ -384,13 +384,21 @@ def discord_failure(failure: BaseException, settings: Settings) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["api-keys"]:
+        return keys_cli.main(given[1:])
     args = parse_args(argv)
     try:
         settings = load_settings(require_discord=not args.http_only)
     except SettingsError as err:
         print(f"Configuration error: {err.report()}", file=sys.stderr)
         return 2
-    secrets = [settings.discord_token, settings.replicate_api_token, settings.api_token]
+    secrets = [
+        settings.discord_token,
+        settings.replicate_api_token,
+        settings.api_token,
+        settings.metrics_token,
+    ]
     configure_logging(
         settings.log_level,
         [secret.get_secret_value() for secret in secrets if secret is not None],

@@ -5,7 +5,9 @@ Routes and answers are described in ``api/openapi.json``, served at ``GET /opena
 
 - ``GET /ping``, ``GET /healthz``, ``GET /openapi.json``, ``GET /docs`` (Swagger UI): open.
 - ``POST /webhooks/replicate``: authenticated by the delivery's signature.
-- ``/image/...``: ``Authorization: Bearer <API_TOKEN>`` (:mod:`api.auth`).
+- ``/image/...`` and ``GET /usage``: ``Authorization: Bearer <key>``, ``API_TOKEN`` or a
+  key made with ``python bot.py api-keys`` (:mod:`api.auth`, :mod:`api.keys_cli`).
+- ``GET /metrics``: Prometheus metrics, behind ``METRICS_TOKEN`` when it is set.
 
 Every error is ``application/problem+json`` (:mod:`api.problems`). Bodies are
 size-limited and must arrive in time (:mod:`api.bodies`).

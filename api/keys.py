@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.api_keys import ApiKey
 from services.app import Services
 
 SERVICES_KEY: web.AppKey[Services] = web.AppKey("services", Services)
@@ -18,3 +19,4 @@ DiscordStatus = Callable[[], dict[str, Any] | None]
 DISCORD_STATUS_KEY: web.AppKey[DiscordStatus] = web.AppKey("discord_status")
 UPLOADS_KEY: web.AppKey[asyncio.Semaphore] = web.AppKey("uploads", asyncio.Semaphore)
 USER_KEY: web.RequestKey[str] = web.RequestKey("api_user_key", str)
+API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)

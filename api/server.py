@@ -16,9 +16,11 @@ from api.problems import problem, problem_middleware, reason_phrase
 from api.routes.docs import add_docs_routes
 from api.routes.generate import generate
 from api.routes.health import OPENAPI_PATH, PROBES_KEY, CachedProbes, healthz, openapi, ping
+from api.routes.metrics import metrics_route
 from api.routes.train import train
 from api.routes.trainings import cancel_training, get_training
 from api.routes.upscale import upscale
+from api.routes.usage import usage
 from api.routes.webhooks import MAX_WEBHOOK_BODY, replicate_webhook
 from services.app import Services
 
@@ -47,6 +49,8 @@ def create_web_app(
     app.router.add_post("/image/train", train)
     app.router.add_get("/image/train/{id}", get_training, allow_head=False)
     app.router.add_post("/image/train/{id}/cancel", cancel_training)
+    app.router.add_get("/usage", usage, allow_head=False)
+    app.router.add_get("/metrics", metrics_route, allow_head=False)
     add_docs_routes(app, OPENAPI_PATH)
     return app
 

@@ -99,10 +99,36 @@ def note_shard(interaction: discord.Interaction) -> None:
     current_shard.set(shard_of(interaction.guild_id, getattr(client, "shard_count", None) or 1))
 
 
+#: Commands that work in every channel, whatever a server's allow-list says (so that its
+#: admins can always change it).
+EVERYWHERE = frozenset({"settings"})
+
+
+async def check_channel(interaction: discord.Interaction) -> bool:
+    """A server's commands work in the channels its settings allow (all, by default);
+    elsewhere the reply says where they work."""
+    if interaction.guild_id is None or interaction.type is discord.InteractionType.autocomplete:
+        return True
+    if (interaction.data or {}).get("name") in EVERYWHERE:
+        return True
+    config = await bot_of(interaction).services.guild_settings.config(interaction.guild_id)
+    parent = getattr(interaction.channel, "parent_id", None)
+    if config.works_in(interaction.channel_id) or (parent and config.works_in(parent)):
+        return True
+    where = ", ".join(f"<#{channel}>" for channel in config.channels)
+    raise Refused(f"I don't work in this channel. In this server, use me in {where}.")
+
+
 class BotTree(app_commands.CommandTree):
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         note_shard(interaction)
-        return True
+        try:
+            return await check_channel(interaction)
+        except app_commands.AppCommandError:
+            raise
+        except Exception as exc:  # the tree would drop it without an answer
+            await report_error(interaction, exc)
+            return False
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

@@ -253,11 +253,14 @@ class DiscordTrainingNotifier:
 async def train_allowed(interaction: discord.Interaction) -> bool:
     service = service_of(interaction)
     roles = [role.id for role in getattr(interaction.user, "roles", [])]
-    if not service.role_allowed(roles):
+    needed = await service.roles_needed(interaction.guild_id, roles)
+    if needed is not None:
         guild = interaction.guild
-        named = [guild.get_role(r) if guild else None for r in service.settings.train_role_ids]
-        needed = ", ".join(f"@{role.name}" for role in named if role is not None) or "(none)"
-        raise Refused(f"Training is reserved for members with one of these roles: {needed}.")
+        named = [guild.get_role(r) if guild else None for r in needed]
+        names = ", ".join(f"@{role.name}" for role in named if role is not None) or "(none)"
+        raise Refused(
+            f"Training is reserved for members with one of these roles: {neutral(names)}."
+        )
     namespace = interaction.namespace
     try:
         check_names(str(namespace.trigger_word or ""), str(namespace.model_name or ""))

@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     #: The shards this process runs; unset: all of them.
     shard_ids: Annotated[list[int] | None, NoDecode] = None
 
+    #: Each server's monthly budget unless its admins set a lower one (0: none).
+    guild_monthly_budget_usd: float = Field(default=0.0, ge=0, le=1_000_000, allow_inf_nan=False)
+    #: A JSON price table whose entries replace the shipped ones (services/prices.json).
+    prices_file: Path | None = None
+    #: Bearer token that GET /metrics requires (unset: open).
+    metrics_token: SecretStr | None = None
+
     @field_validator("generate_models", mode="before")
     @classmethod
     def _models(cls, value: Any) -> Any:
@@ -238,6 +245,15 @@ class Settings(BaseSettings):
     def _url(cls, value: str | None) -> str | None:
         if value is not None and "://" not in value:
             raise ValueError("must be a full URL, like https://example.com")
+        return value
+
+    @field_validator("prices_file")
+    @classmethod
+    def _prices(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from services.costs import load_prices
+
+            load_prices(value)
         return value
 
     @model_validator(mode="after")

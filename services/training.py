@@ -19,7 +19,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from services.budgets import refusal_text as budget_refusal_text
+from services.costs import load_prices
 from services.errors import LimitReached, PermissionRefused, UserFacingError
+from services.job_policy import JobPolicy
 from services.ownership import LeaseKeeper
 from services.replicate import ReplicateService, ReplicateServiceError, TrainingState
 from services.settings import Settings
@@ -73,6 +76,8 @@ def check_names(trigger_word: str, model_name: str) -> None:
 
 
 def training_refusal(refusal: Refusal) -> LimitReached:
+    if refusal.reason == "budget":
+        return LimitReached(budget_refusal_text(refusal), retry_after=refusal.retry_after)
     if refusal.reason == "quota":
         return LimitReached(
             f"You have used your {refusal.limit:.0f} trainings for today. "
@@ -102,12 +107,22 @@ def eta_seconds(training: Training, now: datetime) -> float | None:
 
 class TrainingService:
     def __init__(
-        self, settings: Settings, replicate: ReplicateService, store: Store, keeper: LeaseKeeper
+        self,
+        settings: Settings,
+        replicate: ReplicateService,
+        store: Store,
+        keeper: LeaseKeeper,
+        policy: JobPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.replicate = replicate
         self.store = store
         self.keeper = keeper
+        #: The limits of each training's server and API key (without it, the owner's only).
+        self.policy = policy
+        self.prices = policy.prices if policy is not None else load_prices(settings.prices_file)
+        #: Called with each training that ends, once (metrics, budgets).
+        self.end_hooks: list[Callable[[Training], None]] = []
         keeper.on_abandoned_training(self._abandoned)
         store.events.subscribe(self._on_notice)
         self.notifier: TrainingNotifier | None = None
@@ -132,6 +147,13 @@ class TrainingService:
         allowed = self.settings.train_role_ids
         return not allowed or any(role in allowed for role in role_ids)
 
+    async def roles_needed(self, guild_id: int | None, role_ids: list[int]) -> list[int] | None:
+        """None if a member with ``role_ids`` may train in ``guild_id``; else the roles
+        one of which is needed (the owner's rule and the server's both apply)."""
+        if self.policy is None:
+            return None if self.role_allowed(role_ids) else list(self.settings.train_role_ids)
+        return await self.policy.roles_needed(guild_id, role_ids)
+
     async def owner(self) -> str:
         if self._owner is None:
             self._owner = (await self.replicate.account()).username
@@ -139,16 +161,24 @@ class TrainingService:
 
     @property
     def limits(self) -> TrainingLimits:
+        """The owner's limits."""
         return TrainingLimits(
             per_day=self.settings.trainings_per_user_per_day,
             per_guild=self.settings.max_active_trainings_per_guild,
         )
 
+    async def limits_for(
+        self, user_key: str, guild_id: int | None, now: datetime
+    ) -> TrainingLimits:
+        if self.policy is None:
+            return self.limits
+        return await self.policy.training_limits(user_key, guild_id, now)
+
     async def check_limits(self, user_key: str, guild_id: int | None) -> None:
         """Refuse early (before a zip is downloaded) what admission would refuse now.
         Only a hint: the training is admitted later, in one step (:meth:`start`)."""
-        limits = self.limits
         now = datetime.now(UTC)
+        limits = await self.limits_for(user_key, guild_id, now)
         if limits.per_day:
             day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
             used = await self.store.count_trainings_since(user_key, day_start)
@@ -158,6 +188,14 @@ class TrainingService:
                 raise training_refusal(Refusal("quota", wait, limits.per_day))
         if await self.store.count_active_trainings(guild_id) >= limits.per_guild:
             raise training_refusal(Refusal("busy", 600.0, limits.per_guild))
+        for budget in limits.budgets:
+            if await self.store.month_spend(budget) >= budget.limit:
+                refusal = Refusal(
+                    "budget", (budget.until - now).total_seconds(), budget.limit, budget
+                )
+                if self.policy is not None:
+                    self.policy.refused(refusal)
+                raise training_refusal(refusal)
 
     async def check_destination(self, model_name: str, user_key: str) -> str:
         """Return ``owner/name``; refuse a model someone else created through the bot."""
@@ -243,13 +281,16 @@ class TrainingService:
                 steps=steps,
                 total_steps=steps,
                 source=source,  # type: ignore[arg-type]
+                cost_reserved=self.prices.estimate_training(steps),
             ),
-            self.limits,
+            await self.limits_for(user_key, guild_id, now),
             self.keeper.owner,
             now,
             self.keeper.lease_until(now),
         )
         if isinstance(admitted, Refusal):
+            if self.policy is not None:
+                self.policy.refused(admitted)
             raise training_refusal(admitted)
         try:
             training, created_model = await self._create_on_replicate(
@@ -264,7 +305,9 @@ class TrainingService:
                 completed_at=datetime.now(UTC),
                 notified_at=datetime.now(UTC),
                 lease_owner=None,
+                cost_usd=0.0,
             )
+            self._ended(await self.store.get_training(admitted.id) or admitted)
             raise
         self._wake.set()
         return StartedTraining(training, report, created_model)
@@ -312,7 +355,15 @@ class TrainingService:
     async def _abandoned(self, training: Training) -> None:
         """A training whose starting process died before it reached Replicate (recorded
         failed by the store): its requester is told."""
+        self._ended(training)
         await self.apply(training, _state_of(training))
+
+    def _ended(self, training: Training) -> None:
+        for hook in list(self.end_hooks):
+            try:
+                hook(training)
+            except Exception:
+                log.exception("training end hook failed for %s", training.id)
 
     async def get(self, local_id: str) -> Training | None:
         return await self.store.get_training(local_id)
@@ -361,6 +412,8 @@ class TrainingService:
             if changes:
                 await self.store.update_training(current.id, **changes)
                 current = await self.store.get_training(current.id) or current
+                if changes.get("status") in FINAL:
+                    self._ended(current)
             progressed = any(k in changes for k in ("status", "step", "total_steps"))
             if current.status == "succeeded" and current.version:
                 await self.store.upsert_model(
@@ -421,6 +474,8 @@ class TrainingService:
                 changes["weights"] = state.weights
             if state.error:
                 changes["error"] = state.error[:ERROR_TEXT]
+            changes["predict_time"] = state.predict_time
+            changes["cost_usd"] = self.prices.training_cost(state.predict_time)
         return changes
 
     async def _update_status_message(self, training: Training, *, final: bool) -> None:

@@ -15,11 +15,12 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+from services import metrics
 from services.replicate import ReplicateService
 from services.store import Store
 from services.store.jobs import prediction_topic
 from services.training import TrainingService
-from services.webhooks import verify_webhook
+from services.webhooks import WebhookVerificationError, verify_webhook
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,18 @@ class WebhookDispatcher:
 
         Raises WebhookVerificationError for a delivery that is not authentic or not
         fresh, and ReplicateServiceError when the signing secret cannot be fetched."""
+        try:
+            result = await self._handle(headers, body)
+        except WebhookVerificationError:
+            metrics.webhook_delivered("rejected")
+            raise
+        except Exception:
+            metrics.webhook_delivered("error")
+            raise
+        metrics.webhook_delivered(result)
+        return result
+
+    async def _handle(self, headers: Mapping[str, str], body: bytes) -> str:
         secret = await self.replicate.webhook_secret()
         verify_webhook(headers, body, secret)
         try:

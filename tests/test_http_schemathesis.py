@@ -101,4 +101,6 @@ async def test_schemathesis_finds_no_server_error_and_nothing_off_the_document(
         "GET /image/train/{id}",
         "POST /image/train/{id}/cancel",
         "POST /webhooks/replicate",
+        "GET /usage",
+        "GET /metrics",
     }

@@ -36,6 +36,7 @@ from services.store.jobs import AdmitRequest, GenerationLimits
 from services.store.migrations import MIGRATIONS_TABLE, migrate, schema_at
 from services.store.schema import METADATA, webhooks_table
 from services.store.trainings import TrainingLimits
+from services.store.usage import Budget
 from tests.helpers.databases import BACKENDS, fresh_database
 from tests.helpers.store import PostgresCompiler, recent_generations
 
@@ -220,7 +221,7 @@ async def test_upgrade_from_version_3_keeps_rows(
 
     s = await open_store(db_url)
     try:
-        assert s.schema_version == LATEST_SCHEMA_VERSION == 5
+        assert s.schema_version == LATEST_SCHEMA_VERSION == 6
         assert await reflected_schema(s) == derived_schema()
         for row in old_rows:
             got = await s.get_generation(row["id"])
@@ -323,6 +324,24 @@ async def test_every_query_compiles_for_postgresql() -> None:
         "models_for_guild": lambda: store.models_for_guild(1, "a_"),
         "record_webhook": lambda: store.record_webhook("w", T0),
         "prune_webhooks": lambda: store.prune_webhooks(T0),
+        "get_guild_settings": lambda: store.get_guild_settings(1),
+        "change_guild_settings": lambda: store.change_guild_settings(
+            1, {"cooldown": 30.0, "budget": None}, user_id=2, now=T0
+        ),
+        "settings_changes": lambda: store.settings_changes(1),
+        "month_spend": lambda: store.month_spend(Budget("guild", "1", 5.0, T0, T0 + gap)),
+        "usage_by_day": lambda: store.usage_by_day(since=T0, guild_id=1),
+        "top_users": lambda: store.top_users(1, T0),
+        "active_jobs": store.active_jobs,
+        "claim_budget_notice": lambda: store.claim_budget_notice("guild:1", "2025-01", T0),
+        "create_api_key": lambda: store.create_api_key(
+            "ci", "h", per_day=1, cooldown=None, budget_usd=2.0, now=T0
+        ),
+        "api_key_by_hash": lambda: store.api_key_by_hash("h"),
+        "get_api_key": lambda: store.get_api_key("k"),
+        "list_api_keys": store.list_api_keys,
+        "has_api_keys": store.has_api_keys,
+        "revoke_api_key": lambda: store.revoke_api_key("ci", T0),
     }
     public = {
         name
@@ -349,6 +368,8 @@ async def test_every_query_compiles_for_postgresql() -> None:
     assert "trainings.status IN ($1::VARCHAR, $2::VARCHAR)" in sql
     assert "pg_advisory_xact_lock" in sql
     assert "FOR UPDATE SKIP LOCKED" in sql
+    assert "ON CONFLICT (scope, period) DO NOTHING" in sql
+    assert "to_char(timezone($" in sql
 
 
 async def test_sqlite_pragmas(sqlite_store: Store, tmp_path: Path) -> None:

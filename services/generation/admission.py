@@ -15,7 +15,9 @@ import math
 from datetime import UTC, datetime
 from typing import Final
 
+from services.budgets import refusal_text as budget_refusal_text
 from services.errors import LimitReached
+from services.job_policy import JobPolicy
 from services.ownership import LeaseKeeper
 from services.settings import Settings
 from services.store import Generation, NewGeneration, Store
@@ -30,10 +32,18 @@ RESTARTING: Final = "The bot is restarting. Try again in a minute."
 
 
 class Admission:
-    def __init__(self, settings: Settings, store: Store, keeper: LeaseKeeper) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        keeper: LeaseKeeper,
+        policy: JobPolicy | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.keeper = keeper
+        #: The limits of each job's server and API key (without it, the owner's only).
+        self.policy = policy
         #: Set when the process stops taking jobs (shutdown): every new one is refused.
         self.closing = False
         self._pending: list[tuple[AdmitRequest, asyncio.Future[Generation | Refusal]]] = []
@@ -48,13 +58,18 @@ class Admission:
             max_queued=s.max_queued_generations,
         )
 
+    async def limits_for(self, job: NewGeneration) -> GenerationLimits:
+        if self.policy is None:
+            return self.limits()
+        return await self.policy.generation_limits(job)
+
     async def admit(self, job: NewGeneration, *, cooldown: bool = True) -> Generation:
         """Record ``job`` as queued, leased to this process, if every limit allows it
         (the per-user cooldown only with ``cooldown``)."""
         if self.closing:
             raise LimitReached(RESTARTING, retry_after=60)
+        limits = await self.limits_for(job)
         now = datetime.now(UTC)
-        limits = self.limits()
         if not cooldown:
             limits = dataclasses.replace(limits, cooldown=0)
         request = AdmitRequest(job, limits, self.keeper.owner, now, self.keeper.lease_until(now))
@@ -64,6 +79,8 @@ class Admission:
             self._runner = spawn(self._run(), name="generation-admission")
         result = await future
         if isinstance(result, Refusal):
+            if self.policy is not None:
+                self.policy.refused(result)
             raise LimitReached(refusal_text(result), retry_after=result.retry_after)
         return result
 
@@ -86,6 +103,8 @@ class Admission:
 def refusal_text(refusal: Refusal) -> str:
     if refusal.reason == "cooldown":
         return f"Slow down: you can generate again in {math.ceil(refusal.retry_after)} s."
+    if refusal.reason == "budget":
+        return budget_refusal_text(refusal)
     if refusal.reason == "quota":
         return (
             f"You have used your {refusal.limit:.0f} generations for today. "

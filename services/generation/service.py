@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from services.costs import load_prices
 from services.generation.actions import JobPlanner, reroll_of
 from services.generation.admission import Admission
 from services.generation.jobs import (
@@ -38,6 +39,7 @@ from services.generation.requests import JobRequest, calls
 from services.generation.sources import ImageSources, InputImageGone
 from services.images import fit_image
 from services.input_images import InputImageError
+from services.job_policy import JobPolicy
 from services.ownership import LeaseKeeper
 from services.replicate import (
     GenerationCanceled,
@@ -60,6 +62,7 @@ class GenerationService:
         replicate: ReplicateService,
         store: Store,
         keeper: LeaseKeeper,
+        policy: JobPolicy | None = None,
         http: Callable[[], aiohttp.ClientSession] | None = None,
     ) -> None:
         """``http``: the process's session, for input images given as links."""
@@ -67,9 +70,11 @@ class GenerationService:
         self.replicate = replicate
         self.store = store
         self.keeper = keeper
-        self.admission = Admission(settings, store, keeper)
+        self.policy = policy
+        self.prices = policy.prices if policy is not None else load_prices(settings.prices_file)
+        self.admission = Admission(settings, store, keeper, policy)
         self.queue = StoreQueue(store, keeper, settings.max_concurrent_generations)
-        self.models = ModelCatalog(settings, store)
+        self.models = ModelCatalog(settings, store, policy.guild_settings if policy else None)
         self.planner = JobPlanner(settings, replicate, self.models)
         self.sources = ImageSources(settings, replicate, store, http or _no_http)
         self._states: dict[str, JobState] = {}
@@ -111,6 +116,9 @@ class GenerationService:
                 interaction_id=interaction_id,
                 source=source,  # type: ignore[arg-type]
                 id=job_id,
+                cost_reserved=self.prices.estimate_generation(
+                    request.model.ref, int(params.get("count") or 1)
+                ),
             ),
             cooldown=cooldown,
         )
@@ -197,14 +205,18 @@ class GenerationService:
 
         try:
             result = await self._predict(generation, state, listener)
-        except GenerationCanceled:
-            return await self._ended(gen_id, state, "canceled", CANCELED)
+        except GenerationCanceled as exc:
+            return await self._ended(
+                gen_id, state, "canceled", CANCELED, **self._spent(generation.model, exc)
+            )
         except asyncio.CancelledError:
             return await self._stopped_running(generation, state)
         except (InputImageGone, InputImageError) as exc:
             return await self._ended(gen_id, state, "failed", exc.user_message)
         except ReplicateServiceError as exc:
-            await self._ended(gen_id, state, "failed", exc.user_message)
+            await self._ended(
+                gen_id, state, "failed", exc.user_message, **self._spent(generation.model, exc)
+            )
             raise
         except Exception as exc:
             await self._ended(gen_id, state, "failed", f"Internal error ({type(exc).__name__})")
@@ -307,6 +319,10 @@ class GenerationService:
             prediction_id=result.prediction_id,
             predict_time=result.predict_time,
             **extra,
+            image_count=len(result.images),
+            cost_usd=self.prices.generation_cost(
+                generation.model, len(result.images), result.predict_time
+            ),
         )
         if stored is None:
             log.info("generation %s ended elsewhere; its images are not posted here", generation.id)
@@ -371,13 +387,21 @@ class GenerationService:
         await self._end(gen_id, status, error, from_status=("queued", "running"))
         return Outcome(await self._reload(gen_id), None)
 
-    async def _ended(self, gen_id: str, state: JobState, status: str, error: str) -> Outcome:
+    async def _ended(
+        self, gen_id: str, state: JobState, status: str, error: str, **values: Any
+    ) -> Outcome:
         state.phase = status
-        await self._end(gen_id, status, error)
+        await self._end(gen_id, status, error, **values)
         return Outcome(await self._reload(gen_id), None)
 
     async def _end(
-        self, gen_id: str, status: str, error: str, *, from_status: tuple[str, ...] = ("running",)
+        self,
+        gen_id: str,
+        status: str,
+        error: str,
+        *,
+        from_status: tuple[str, ...] = ("running",),
+        **values: Any,
     ) -> None:
         await self.store.finish_generation(
             gen_id,
@@ -386,7 +410,16 @@ class GenerationService:
             owner=self.keeper.owner,
             from_status=from_status,
             error=error,
+            **values,
         )
+
+    def _spent(self, model: str, exc: ReplicateServiceError) -> dict[str, Any]:
+        """What a prediction that ran and then failed (or was canceled) cost: Replicate
+        bills its hardware time; a per-image model made no image to bill."""
+        seconds = exc.predict_time
+        if seconds is None:
+            return {}
+        return {"predict_time": seconds, "cost_usd": self.prices.generation_cost(model, 0, seconds)}
 
     async def cancel_remote(self, prediction_id: str | None) -> None:
         """Stop a prediction on Replicate (no more billing); a failure is only logged."""

@@ -25,6 +25,7 @@ try:  # the replicate client validates responses with pydantic's v1 API
 except ImportError:  # pragma: no cover - pydantic 1 installed directly
     from pydantic import ValidationError as PydanticValidationError  # type: ignore[assignment]
 
+from services import metrics
 from services.http_transport import AiohttpTransport
 from services.replicate.errors import (
     AuthError,
@@ -61,9 +62,20 @@ def _parse_retry_after(value: str | None) -> float | None:
 
 
 async def _record_response_meta(response: httpx.Response) -> None:
+    metrics.replicate_answered(
+        response.request.method, response.request.url.path, response.status_code
+    )
     meta = _RESPONSE_META.get()
     if meta is not None and response.status_code == 429:
         meta["retry_after"] = _parse_retry_after(response.headers.get("Retry-After"))
+
+
+def _count_unanswered(exc: httpx.HTTPError) -> None:
+    try:
+        request = exc.request
+    except RuntimeError:  # an error raised without its request
+        return
+    metrics.replicate_answered(request.method, request.url.path, "error")
 
 
 class ReplicateApi:
@@ -167,8 +179,10 @@ class ReplicateApi:
         except ReplicateError as exc:
             raise self._api_error(exc, meta, not_found) from None
         except httpx.TimeoutException as exc:
+            _count_unanswered(exc)
             raise ReplicateUnavailable(f"request timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
+            _count_unanswered(exc)
             raise ReplicateUnavailable(f"request failed ({type(exc).__name__})") from exc
         except PydanticValidationError as exc:
             raise ReplicateUnavailable(

@@ -23,6 +23,9 @@ class ReplicateServiceError(UserFacingError):
     Discord user. Neither ever contains the API token."""
 
     default_user_message = "Something went wrong while talking to Replicate."
+    #: For a prediction that ran and then failed or was canceled: the seconds of
+    #: hardware time Replicate billed (``metrics.predict_time``), if it said.
+    predict_time: float | None = None
 
     def __init__(
         self,

@@ -17,7 +17,13 @@ from replicate.prediction import Prediction
 
 from services.replicate.api import ReplicateApi
 from services.replicate.downloads import OutputDownloader
-from services.replicate.errors import GenerationCanceled, ModelFailedError, NSFWError, trim
+from services.replicate.errors import (
+    GenerationCanceled,
+    ModelFailedError,
+    NSFWError,
+    ReplicateServiceError,
+    trim,
+)
 from services.replicate.poller import PredictionPoller
 from services.replicate.values import (
     TERMINAL_STATUSES,
@@ -143,20 +149,27 @@ class Predictions:
             # A listing may leave the output out; the prediction itself has it.
             prediction = await self._api.get_prediction(prediction.id)
 
+        metrics = prediction.metrics or {}
+        predict_time = metrics.get("predict_time")
+        if not isinstance(predict_time, int | float):
+            predict_time = None
+        failure: ReplicateServiceError | None = None
         if prediction.status == "canceled":
-            raise GenerationCanceled(f"prediction {prediction.id} was canceled")
-        if prediction.status == "failed":
+            failure = GenerationCanceled(f"prediction {prediction.id} was canceled")
+        elif prediction.status == "failed":
             error = self._api.redact(prediction.error or "")
             if _NSFW.search(error):
-                raise NSFWError(f"prediction {prediction.id}: {trim(error)}")
-            raise ModelFailedError(error)
+                failure = NSFWError(f"prediction {prediction.id}: {trim(error)}")
+            else:
+                failure = ModelFailedError(error)
+        if failure is not None:
+            failure.predict_time = predict_time
+            raise failure
 
         images = await self._downloads.download_all(prediction.id, prediction.output)
         created = parse_time(prediction.created_at)
         started_at = parse_time(prediction.started_at)
         completed = parse_time(prediction.completed_at)
-        metrics = prediction.metrics or {}
-        predict_time = metrics.get("predict_time")
         return GenerationResult(
             images=images,
             seed=seed_of(inputs, prediction.logs),

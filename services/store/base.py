@@ -60,6 +60,13 @@ def get_by_id_stmt(table: sa.Table) -> Any:
     return sa.select(table).where(table.c.id == sa.bindparam("_row_id"))
 
 
+def advisory_lock(conn: sa.Connection, key: int) -> None:
+    """Hold ``key`` until the transaction ends (PostgreSQL). On SQLite the write
+    transaction already excludes every other writer."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.literal(key, sa.BigInteger))))
+
+
 class Queries:
     """Base of the per-topic query classes that :class:`~services.store.Store` combines."""
 

@@ -30,6 +30,10 @@ Subscriber = Callable[[str], None]
 class StoreEvents:
     """Notices within this process (SQLite: one process uses the store)."""
 
+    #: Whether notices reach the other processes using the store (else a process that
+    #: caches what the store says would not hear that it changed elsewhere).
+    shared: bool = False
+
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
 
@@ -57,12 +61,18 @@ class StoreEvents:
     async def start(self) -> None:
         return None
 
+    async def flush(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109
+        """Wait until the notices published so far have left this process."""
+        return None
+
     async def close(self) -> None:
         return None
 
 
 class PostgresEvents(StoreEvents):
     """Notices shared through PostgreSQL's ``NOTIFY`` on one channel."""
+
+    shared = True
 
     def __init__(self, dsn: str) -> None:
         super().__init__()
@@ -74,16 +84,25 @@ class PostgresEvents(StoreEvents):
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        #: Set while every notice published has been sent.
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def publish(self, topic: str) -> None:
         self._deliver(topic)
         if topic not in self._pending:
             self._pending.append(topic)
+        self._idle.clear()
         self._flush_needed.set()
 
     async def start(self) -> None:
         await self._connect()
         self._task = asyncio.create_task(self._run(), name="store-events")
+
+    async def flush(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109
+        """Best effort: gives up after ``timeout`` (the connection may be down)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def close(self) -> None:
         self._closing = True
@@ -157,3 +176,5 @@ class PostgresEvents(StoreEvents):
         except BaseException:
             self._pending[:0] = topics
             raise
+        if not self._pending:
+            self._idle.set()

@@ -6,9 +6,11 @@ import logging
 
 import sqlalchemy as sa
 
+from services.store.api_keys import ApiKeyQueries
 from services.store.engine import Database, open_database, shielded
 from services.store.events import PostgresEvents, StoreEvents
 from services.store.generations import GenerationQueries
+from services.store.guild_settings import GuildSettingsQueries
 from services.store.jobs import JobQueries
 from services.store.meta import MetaQueries
 from services.store.migrations import migrate
@@ -16,6 +18,7 @@ from services.store.models import ModelQueries
 from services.store.processes import ProcessQueries
 from services.store.trainings import TrainingQueries
 from services.store.url import asyncpg_dsn, normalize_database_url
+from services.store.usage import UsageQueries
 from services.store.webhooks import WebhookQueries
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,9 @@ class Store(
     ModelQueries,
     WebhookQueries,
     ProcessQueries,
+    GuildSettingsQueries,
+    UsageQueries,
+    ApiKeyQueries,
 ):
     """Async access to the database. Create with :func:`open_store`; safe for many coroutines.
 
@@ -43,6 +49,7 @@ class Store(
         #: Change notices shared by every process using this store.
         self.events = events or StoreEvents()
         self.schema_version = 0
+        self._end_hooks = []
 
     @property
     def backend(self) -> str:

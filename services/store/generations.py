@@ -54,6 +54,7 @@ class GenerationQueries(Queries):
             "updated_at": now,
             "interaction_id": g.interaction_id,
             "source": g.source,
+            "cost_reserved": g.cost_reserved,
         }
         return to_generation(await self._insert_with_id(_gen_t, values, g.id))
 

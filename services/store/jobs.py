@@ -22,14 +22,15 @@ Ownership
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 
-from services.store.base import Queries, new_id
+from services.store.base import Queries, advisory_lock, new_id
 from services.store.columns import require_aware
 from services.store.engine import shielded
 from services.store.generations import to_generation
@@ -41,6 +42,9 @@ from services.store.records import (
     NewGeneration,
 )
 from services.store.schema import generations_table as _gen_t
+from services.store.usage import Budget, BudgetTally
+
+log = logging.getLogger(__name__)
 
 #: Key of the PostgreSQL advisory lock that serialises admission and starts.
 GENERATIONS_LOCK: Final = 0x47454E5F_41444D54
@@ -61,13 +65,6 @@ def prediction_topic(prediction_id: str) -> str:
 _ORDER: Final = (_gen_t.c.seq, _gen_t.c.created_at, _gen_t.c.id)
 
 
-def advisory_lock(conn: sa.Connection, key: int) -> None:
-    """Hold ``key`` until the transaction ends (PostgreSQL). On SQLite the write
-    transaction already excludes every other writer."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.literal(key, sa.BigInteger))))
-
-
 def day_start(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -84,15 +81,19 @@ class GenerationLimits:
     max_running: int = 4
     #: Jobs waiting behind the running ones; past this, requests are refused.
     max_queued: int = 20
+    #: Monthly budgets the job counts against (its server's, its API key's).
+    budgets: tuple[Budget, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a request was not admitted, and in how many seconds it may be."""
 
-    reason: Literal["cooldown", "quota", "busy"]
+    reason: Literal["cooldown", "quota", "busy", "budget"]
     retry_after: float
     limit: float
+    #: For ``budget``: the budget that is used up.
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,7 @@ def _admit(conn: sa.Connection, requests: Sequence[AdmitRequest]) -> list[Genera
             last[user_key] = newest
     results: list[Generation | Refusal] = []
     inserts: list[dict[str, Any]] = []
+    tally = BudgetTally(conn)
     for request in requests:
         job, limits, now = request.job, request.limits, request.now
         key = job.user_key
@@ -179,6 +181,11 @@ def _admit(conn: sa.Connection, requests: Sequence[AdmitRequest]) -> list[Genera
             reset = day_start(now) + timedelta(days=1)
             results.append(Refusal("quota", (reset - now).total_seconds(), limits.per_day))
             continue
+        spent = tally.exceeded(limits.budgets)
+        if spent is not None:
+            wait = (spent.until - now).total_seconds()
+            results.append(Refusal("budget", wait, spent.limit, spent))
+            continue
         if running + queued >= limits.max_running + limits.max_queued:
             results.append(Refusal("busy", 60.0, limits.max_queued))
             continue
@@ -186,6 +193,7 @@ def _admit(conn: sa.Connection, requests: Sequence[AdmitRequest]) -> list[Genera
         queued += 1
         used[key] = used.get(key, 0) + 1
         last[key] = now
+        tally.add(limits.budgets, job.cost_reserved)
         values = _row_values(job, now) | {
             "id": job.id or new_id(),
             "seq": seq,
@@ -213,6 +221,7 @@ def _row_values(job: NewGeneration, now: datetime) -> dict[str, Any]:
         "updated_at": now,
         "interaction_id": job.interaction_id,
         "source": job.source,
+        "cost_reserved": job.cost_reserved,
     }
 
 
@@ -302,6 +311,28 @@ def _take_over(
 class JobQueries(Queries):
     """Admission, starts, cancel and leases of generation jobs (see the module's doc)."""
 
+    #: Set by the facade: called with each job this process ends (see on_generation_end).
+    _end_hooks: list[Callable[[Generation], None]]
+
+    def on_generation_end(self, callback: Callable[[Generation], None]) -> Callable[[], None]:
+        """Call ``callback(job)`` with every job this process ends (finished, failed or
+        canceled), as stored: each job ends once, in one process. Returns the function
+        that stops it; callbacks run on the event loop and must not block."""
+        self._end_hooks.append(callback)
+
+        def stop() -> None:
+            if callback in self._end_hooks:
+                self._end_hooks.remove(callback)
+
+        return stop
+
+    def _ended(self, job: Generation) -> None:
+        for callback in list(self._end_hooks):
+            try:
+                callback(job)
+            except Exception:
+                log.exception("job end callback failed for %s", job.id)
+
     @shielded
     async def admit_generations(
         self, requests: Sequence[AdmitRequest]
@@ -353,6 +384,8 @@ class JobQueries(Queries):
             self.events.publish(job_topic(gen_id))
             if result.outcome == "canceled":
                 self.events.publish(QUEUE_TOPIC)
+                assert result.generation is not None
+                self._ended(result.generation)
         return result
 
     @shielded
@@ -384,7 +417,9 @@ class JobQueries(Queries):
         if row is None:
             return None
         self.events.publish(QUEUE_TOPIC)
-        return to_generation(row)
+        ended = to_generation(row)
+        self._ended(ended)
+        return ended
 
     @shielded
     async def set_prediction(

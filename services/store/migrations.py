@@ -257,6 +257,61 @@ def _shared_jobs(s: Evolution) -> None:
     )
 
 
+def _admin(s: Evolution) -> None:
+    """What the people who run the bot need: per-server settings and who changed them,
+    what each job cost (estimated from a price table), budget notices sent once, and
+    the HTTP API's keys (their hash only).
+
+    ``cost_reserved`` is a job's estimated cost, written when it is admitted: a budget
+    counts it until the job ends and ``cost_usd`` (from Replicate's ``predict_time``
+    or the image count) replaces it, so a burst of admissions cannot overspend."""
+    s.add_column("generations", sa.Column("image_count", sa.Integer, nullable=True))
+    s.add_column("generations", sa.Column("cost_usd", sa.Float, nullable=True))
+    s.add_column("generations", sa.Column("cost_reserved", sa.Float, nullable=True))
+    s.add_index("generations", "guild_id", "created_at")
+    s.add_column("trainings", sa.Column("predict_time", sa.Float, nullable=True))
+    s.add_column("trainings", sa.Column("cost_usd", sa.Float, nullable=True))
+    s.add_column("trainings", sa.Column("cost_reserved", sa.Float, nullable=True))
+    s.add_index("trainings", "created_at")
+    s.create_table(
+        "guild_settings",
+        sa.Column("guild_id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("overrides", sa.JSON, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+    )
+    s.create_table(
+        "settings_changes",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("guild_id", sa.BigInteger, nullable=False),
+        sa.Column("name", sa.String(32), nullable=False),
+        sa.Column("old_value", sa.JSON, nullable=True),
+        sa.Column("new_value", sa.JSON, nullable=True),
+        sa.Column("user_id", sa.BigInteger, nullable=True),
+        sa.Column("changed_at", UTCDateTime, nullable=False),
+        sa.Index(None, "guild_id", "changed_at"),
+    )
+    s.create_table(
+        "budget_notices",
+        sa.Column("scope", sa.String(64), primary_key=True),
+        sa.Column("period", sa.String(7), primary_key=True),
+        sa.Column("sent_at", UTCDateTime, nullable=False),
+    )
+    active = sa.text("revoked_at IS NULL")
+    s.create_table(
+        "api_keys",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("per_day", sa.Integer, nullable=True),
+        sa.Column("cooldown", sa.Float, nullable=True),
+        sa.Column("budget_usd", sa.Float, nullable=True),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("revoked_at", UTCDateTime, nullable=True),
+        # A name is taken by one active key at a time: a revoked key's name can be reused.
+        sa.Index(None, "name", unique=True, sqlite_where=active, postgresql_where=active),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -275,6 +330,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(3, "generations remember their instance", _generation_owner),
     Migration(4, "generations drop the message columns never written", _drop_message_columns),
     Migration(5, "admission, queue and leases of jobs shared by every process", _shared_jobs),
+    Migration(6, "server settings, job costs, budget notices and API keys", _admin),
 )
 LATEST_SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

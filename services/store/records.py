@@ -33,6 +33,8 @@ class NewGeneration:
     status: GenerationStatus = "queued"
     id: str | None = None
     created_at: datetime | None = None
+    #: Estimated cost (USD), counted against budgets until the job's cost is known.
+    cost_reserved: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -63,6 +65,11 @@ class Generation:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     cancel_requested_at: datetime | None = None
+    #: Images Replicate returned (what per-image models bill).
+    image_count: int | None = None
+    #: Estimated cost (USD) once the job ended, from the price table.
+    cost_usd: float | None = None
+    cost_reserved: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,6 +98,8 @@ class NewTraining:
     id: str | None = None
     notice_nonce: str | None = None
     created_at: datetime | None = None
+    #: Estimated cost (USD), counted against budgets until the training's cost is known.
+    cost_reserved: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -126,6 +135,11 @@ class Training:
     #: The process starting it (upload, create), until Replicate's id is known.
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    #: Seconds of hardware time Replicate billed (``metrics.predict_time``).
+    predict_time: float | None = None
+    #: Estimated cost (USD) once the training ended, from the price table.
+    cost_usd: float | None = None
+    cost_reserved: float | None = None
 
     @property
     def model_ref(self) -> str:

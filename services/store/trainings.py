@@ -8,10 +8,10 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from services.store.base import Queries, checked_fields, new_id, new_nonce
+from services.store.base import Queries, advisory_lock, checked_fields, new_id, new_nonce
 from services.store.columns import require_aware, utc_now
 from services.store.engine import shielded
-from services.store.jobs import Refusal, advisory_lock, day_start
+from services.store.jobs import Refusal, day_start
 from services.store.records import (
     ACTIVE_TRAINING_STATUSES,
     SOURCES,
@@ -20,6 +20,7 @@ from services.store.records import (
     Training,
 )
 from services.store.schema import trainings_table as _train_t
+from services.store.usage import Budget, BudgetTally
 
 # The row-to-record mapping relies on columns and dataclass fields having the same names.
 assert {c.name for c in _train_t.columns} == {f.name for f in fields(Training)}
@@ -53,6 +54,8 @@ class TrainingLimits:
     per_day: int = 0
     #: Trainings running at once in one server (or, for ``guild_id=None``, outside servers).
     per_guild: int = 2
+    #: Monthly budgets the training counts against (its server's, its API key's).
+    budgets: tuple[Budget, ...] = ()
 
 
 def _counts_toward_quota() -> sa.ColumnElement[bool]:
@@ -92,6 +95,9 @@ def _admit_training(
     )
     if int(active or 0) >= limits.per_guild:
         return Refusal("busy", 600.0, limits.per_guild)
+    spent = BudgetTally(conn).exceeded(limits.budgets)
+    if spent is not None:
+        return Refusal("budget", (spent.until - now).total_seconds(), spent.limit, spent)
     values = _new_values(t, now) | {
         "id": t.id or new_id(),
         "lease_owner": owner,
@@ -128,6 +134,7 @@ def _new_values(t: NewTraining, now: datetime) -> dict[str, Any]:
         "updated_at": now,
         "notice_nonce": nonce,
         "source": t.source,
+        "cost_reserved": t.cost_reserved,
     }
 
 

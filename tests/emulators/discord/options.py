@@ -4,11 +4,11 @@ resolved objects (users, roles, channels, attachments) filled in as Discord does
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tests.emulators.discord.common import Perm
-from tests.emulators.discord.model import Attachment, Channel, Role, User
+from tests.emulators.discord.model import Attachment, Channel, Guild, Role, User
 from tests.emulators.discord.world import WorldMixin
 
 
@@ -156,9 +156,29 @@ class OptionsMixin(WorldMixin):
             data["guild_id"] = cmd["guild_id"]
         return data, cmd
 
+    def grant_command(
+        self,
+        name: str,
+        *,
+        users: Iterable[User] = (),
+        roles: Iterable[Role] = (),
+        guild: Guild | None = None,
+    ) -> None:
+        """A server's admins let these users or roles use ``/name`` whatever its
+        ``default_member_permissions`` (Server Settings > Integrations)."""
+        guild = guild or self.guild
+        granted = self._command_grants.setdefault((guild.id, name), set())
+        granted.update(u.id for u in users)
+        granted.update(r.id for r in roles)
+
     def _check_can_use(self, cmd: Mapping[str, Any], user: User, channel: Channel) -> None:
         needed = cmd.get("default_member_permissions")
         if needed is None:
+            return
+        guild = self.guild_of(channel)
+        granted = self._command_grants.get((guild.id, cmd["name"]), set())
+        member = guild.members.get(user.id)
+        if user.id in granted or (member and {r.id for r in member.roles} & granted):
             return
         perms = self.permissions_for(user, channel)
         if perms & Perm.ADMINISTRATOR:

@@ -89,6 +89,10 @@ class EmulatorState:
         self._attachments: dict[int, Attachment] = {}
         self._nonces: dict[tuple[int, str], tuple[float, Message]] = {}
         self._commands: dict[int | None, list[dict[str, Any]]] = {}
+        # (guild id, command name) -> user and role ids a server's admins allowed to use
+        # the command whatever its default_member_permissions (Server Settings >
+        # Integrations in Discord).
+        self._command_grants: dict[tuple[int, str], set[int]] = {}
         self._by_id: dict[int, InteractionHandle] = {}
         self._by_token: dict[str, InteractionHandle] = {}
         self._default_users: dict[int, User] = {}  # by guild id: who acts when no user is given

@@ -19,6 +19,8 @@ class ReplicateEmulator(ControlsMixin, Server):
       :meth:`fail_training`);
     - ``output_mode`` ``"https"`` or ``"data"``; ``next_output_bytes`` makes the next
       prediction's images decodable PNGs of about that size; :meth:`expire_outputs`;
+    - ``predict_time``: the ``metrics.predict_time`` every job that ends reports (None,
+      the default: the time it really ran);
     - ``unknown_inputs`` ``"refuse"`` (default: 422 for an input the model does not
       declare) or ``"ignore"`` (dropped, as Replicate does);
     - :meth:`fail_next_prediction`, :meth:`rate_limit_next_create`, :meth:`error_next`,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -34,6 +35,9 @@ class JobsMixin(WebhooksMixin):
         before = (job.status, job.logs, job.output)
         for key, value in changes.items():
             setattr(job, key, value)
+        if "completed_at" in changes and self.predict_time is not None and job.started_at:
+            # metrics.predict_time is completed_at - started_at: the scripted one.
+            job.started_at = job.completed_at - timedelta(seconds=self.predict_time)  # type: ignore[operator]
         events = []
         if job.logs != before[1]:
             events.append("logs")

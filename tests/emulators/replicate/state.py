@@ -69,6 +69,9 @@ class EmulatorState:
         # test sees it); "ignore": dropped, as Replicate does.
         self.unknown_inputs = "refuse"
         self.input_fetch_timeout = 5.0
+        # The metrics.predict_time every job that ends reports (its started_at is moved
+        # to fit); None: the time it really ran.
+        self.predict_time: float | None = None
 
         self.models: dict[str, Model] = {}
         self.predictions: dict[str, Job] = {}
