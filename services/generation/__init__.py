@@ -1,6 +1,7 @@
 """Image generation jobs, shared by the Discord front end and the HTTP API.
 
 - :mod:`~services.generation.service`: create (check, admit), run, cancel, shutdown;
+- :mod:`~services.generation.runner`: a job's run, from its turn in the queue to its end;
 - :mod:`~services.generation.requests`: what a job asks Replicate for (kinds: generate,
   vary, upscale), planned from the model's schema; :mod:`~services.generation.actions`:
   the checks before admission; :mod:`~services.generation.sources`: input images;
