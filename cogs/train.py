@@ -1,4 +1,4 @@
-"""/train, /trainings and the training buttons; the work is in services/training.py.
+"""/train, /trainings and the training buttons; the work is in services/training/.
 
 Trainings outlive the 15-minute interaction token, so everything after the first reply
 (status message, final notice) goes through ordinary channel messages.
