@@ -65,7 +65,10 @@ def _parse_int(text: str) -> int | HugeInteger:
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise Problem(415, "Send the body as application/json.")
-    raw = await read_body(request, MAX_JSON_BODY)
+    return parse_json_object(await read_body(request, MAX_JSON_BODY))
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw, parse_int=_parse_int)
     except (ValueError, UnicodeDecodeError):

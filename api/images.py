@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -19,7 +18,15 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from api.bodies import BODY_TIMEOUT, MAX_JSON_BODY, check_fields, idle, read_body, text_part
+from api.bodies import (
+    BODY_TIMEOUT,
+    MAX_JSON_BODY,
+    check_fields,
+    idle,
+    parse_json_object,
+    read_body,
+    text_part,
+)
 from api.problems import Problem, service_problem
 from services.app import Services
 from services.generation.requests import ImageSource
@@ -85,12 +92,7 @@ async def _read_json(
 ) -> tuple[dict[str, Any], bytes | None]:
     limit = MAX_JSON_BODY + _image_limit(services) * 4 // 3
     raw = await read_body(request, limit)
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "The body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise Problem(422, "The body must be a JSON object.")
+    data = parse_json_object(raw)
     if len(raw) > MAX_JSON_BODY and not isinstance(data.get("image"), str):
         # Only an image makes a JSON body bigger than the usual limit.
         raise Problem(413, f"The request body is larger than {MAX_JSON_BODY} bytes.")

@@ -71,7 +71,9 @@ async def test_http_burst_against_the_daily_quota(
 ) -> None:
     api = await api_server.start(GENERATIONS_PER_USER_PER_DAY="10", MAX_QUEUED_GENERATIONS="100")
     answers = await generate_burst(api)
-    assert sorted(a.status for a in answers) == [200] * 10 + [429] * 40
+    assert sorted(a.status for a in answers) == [200] * 10 + [429] * 40, [
+        a.detail for a in answers if a.status not in (200, 429)
+    ]
     refusal = next(a for a in answers if a.status == 429)
     assert "10 generations for today" in refusal.detail and int(refusal.headers["Retry-After"]) > 0
     assert replicate_emu.counts["predictions_created"] == 10

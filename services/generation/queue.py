@@ -33,6 +33,8 @@ PositionWatcher = Callable[[int, int], Awaitable[None]]
 POLL_INTERVAL: Final = 1.0
 #: Refresh the positions shown to users at most this often.
 POSITION_INTERVAL: Final = 1.0
+#: How long a job the store started before its runner asked for it is kept for it.
+EARLY_GRACE: Final = 30.0
 
 
 @dataclass
@@ -48,6 +50,9 @@ class StoreQueue:
         self.keeper = keeper
         self.max_running = max_running
         self._waiting: dict[str, _Waiter] = {}
+        #: Jobs of this process the store started before their runner came to wait
+        #: (admitted, then started by a round for other waiters): with when.
+        self._early: dict[str, tuple[Generation, float]] = {}
         self._wake = asyncio.Event()
         self._positions_due = True
         self._last_positions = 0.0
@@ -73,6 +78,9 @@ class StoreQueue:
         """Wait until the store starts the job; returns it as started (running).
 
         Raises :class:`JobStopped` if it was canceled (or taken elsewhere) meanwhile."""
+        early = self._early.pop(generation.id, None)
+        if early is not None:
+            return early[0]
         future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
         self._waiting[generation.id] = _Waiter(future, on_position)
         self._wake.set()
@@ -98,12 +106,12 @@ class StoreQueue:
             self._task.cancel()
 
     async def _run(self) -> None:
-        while self._waiting:
+        while self._waiting or self._early:
             try:
                 await self._round()
             except Exception:
                 log.exception("could not read the generation queue; retrying")
-            if not self._waiting:
+            if not self._waiting and not self._early:
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -119,8 +127,17 @@ class StoreQueue:
             if waiter is not None and not waiter.future.done():
                 waiter.future.set_result(job)
             elif waiter is None:
-                # Started for a waiter that left meanwhile (shutdown): hand it back.
-                await self.store.release_leases(self.keeper.owner, now, [job.id])
+                self._early[job.id] = (job, time.monotonic())
+        stale = [
+            gen_id
+            for gen_id, (_, since) in self._early.items()
+            if time.monotonic() - since > EARLY_GRACE
+        ]
+        if stale:
+            # Nobody came to run them (their caller went away): hand them back.
+            for gen_id in stale:
+                del self._early[gen_id]
+            await self.store.release_leases(self.keeper.owner, now, stale)
         checks, self._check_now = self._check_now, set()
         for gen_id in checks:
             waiter = self._waiting.get(gen_id)
