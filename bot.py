@@ -17,6 +17,8 @@ and REPLICATE_API_TOKEN. Often set: DISCORD_GUILD_ID, DATABASE_URL, HTTP_PORT,
 PUBLIC_URL, API_TOKEN, LOG_LEVEL. Every setting, with its default and meaning, is in
 the Configuration table of README.md.
 
+keys of the HTTP API: python bot.py api-keys {create,list,revoke} (see --help there).
+
 exit codes: 0 stopped cleanly, 1 Discord could not be reached or refused the token, or
 the bot stopped on an error, 2 a setting is missing or invalid.
 """
@@ -37,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:2] != ["api-keys"]:
     # Answer --help (and a mistyped option) before the imports below, which take seconds.
     parse_args()
 

@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._common import Refused
+from cogs._messages import respond, send
 from services.budgets import BudgetNotice
 from services.costs import usd
 from services.errors import UserFacingError
@@ -108,9 +109,7 @@ class DiscordBudgetNotifier:
                 return False
             channel_id = system.id
         channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
-        await channel.send(  # type: ignore[union-attr]
-            notice.text(), allowed_mentions=discord.AllowedMentions.none()
-        )
+        await send(channel, notice.text())  # type: ignore[arg-type]
         return True
 
 
@@ -164,7 +163,7 @@ class ServerSettings(
                 inline=False,
             )
         embed.set_footer(text="Change with /settings set, undo with /settings reset.")
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        await respond(interaction, embed=embed, ephemeral=True)
 
     @app_commands.command(name="set", description="Change a setting of this server")
     @app_commands.describe(setting="The setting to change", value="Its new value")
@@ -184,7 +183,8 @@ class ServerSettings(
         except UserFacingError as exc:
             raise Refused(exc.user_message) from None
         label = spec_of(setting).label
-        await interaction.response.send_message(
+        await respond(
+            interaction,
             f"✅ {label} is now {effective_text(config, setting)} in this server.",
             ephemeral=True,
         )
@@ -243,7 +243,7 @@ class ServerSettings(
         else:
             label = spec_of(name).label
             text = f"✅ {label} is back to the default: {effective_text(config, name)}."
-        await interaction.response.send_message(text, ephemeral=True)
+        await respond(interaction, text, ephemeral=True)
 
     @app_commands.command(name="history", description="Who changed which setting, and when")
     async def history(self, interaction: discord.Interaction) -> None:
@@ -253,9 +253,7 @@ class ServerSettings(
             text = "No setting has been changed in this server: the owner's defaults apply."
         else:
             text = "**Setting changes, newest first**\n" + "\n".join(map(change_text, changes))
-        await interaction.response.send_message(
-            text[:2000], ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
-        )
+        await respond(interaction, text[:2000], ephemeral=True)
 
 
 async def setup(bot: ImageBot) -> None:

@@ -11,6 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._common import user_key
+from cogs._messages import respond
 from services.budgets import reset_text
 from services.costs import usd
 from services.store.usage import UserUsage
@@ -91,12 +92,7 @@ class Usage(commands.Cog):
             embed.set_image(url="attachment://usage-server.png")
             embeds.append(embed)
         embeds[-1].set_footer(text="Costs are estimates from the bot's price table.")
-        await interaction.followup.send(
-            embeds=embeds,
-            files=files,
-            ephemeral=True,
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
+        await respond(interaction, embeds=embeds, files=files, ephemeral=True)
 
     @staticmethod
     def _file(data: bytes, name: str) -> discord.File:

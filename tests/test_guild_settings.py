@@ -13,6 +13,7 @@ import pytest
 from services.app import build_services
 from services.errors import LimitReached
 from services.generation import ResolvedModel
+from services.generation.requests import JobRequest
 from services.settings import load_settings
 from tests.emulators.discord import Channel, DiscordEmulator, InteractionHandle, Perm, User
 from tests.emulators.replicate import ReplicateEmulator
@@ -299,9 +300,8 @@ async def test_a_second_process_sees_a_change_at_once(
             assert [v for _, v in await other.generations.models.choices(guild_id)] == [DEV]
             with pytest.raises(LimitReached, match=r"again in \d+ s"):
                 await other.generations.create(
+                    JobRequest(prompt="from elsewhere", model=ResolvedModel(DEV)),
                     user_key=f"discord:{member.id}",
-                    prompt="from elsewhere",
-                    model=ResolvedModel(DEV),
                     guild_id=guild_id,
                     user_id=member.id,
                 )

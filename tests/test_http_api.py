@@ -175,7 +175,7 @@ class ApiServer:
         self.http: aiohttp.ClientSession | None = None
 
     async def start(self, **overrides: str) -> Api:
-        env = api_env(self.emu, self.data_dir, DATABASE_URL=self.database_url, **overrides)
+        env = api_env(self.emu, self.data_dir, **{"DATABASE_URL": self.database_url, **overrides})
         settings = load_settings(env, env_file=None, require_discord=False)
         self.app = BotApp(settings, http_only=True)
         await self.app.start()
