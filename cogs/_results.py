@@ -16,6 +16,10 @@ from services.generation import GenerationService, Outcome
 from services.store import Generation
 
 EMBED_PROMPT = 1000
+REQUEST_LIMIT = 25 * 1024 * 1024
+"""Discord's limit on one request with its files."""
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+"""Discord's per-file limit when no interaction says otherwise."""
 _KIND_TITLES = {"upscale": "Upscaled", "vary": "Variations"}
 
 

@@ -9,20 +9,22 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from cogs._actions import RemixButton, UpscaleButton, VaryButton, model_for
+from cogs._channel_posts import finish_adopted, post_to_channel
 from cogs._common import Refused, user_key
 from cogs._images import fresh_link, read_attachment
-from cogs._messages import edit_response, neutral, respond, send
+from cogs._messages import edit_response, neutral, respond
+from cogs._progress import ProgressMessage, progress_text
 from cogs._results import (
     BUTTONS,
+    REQUEST_LIMIT,
     progress_view,
-    reroll_view,
     result_embed,
     result_files,
     result_view,
@@ -35,12 +37,10 @@ from services.generation import (
     GenerationService,
     JobState,
     Outcome,
-    no_progress,
 )
 from services.generation.actions import request_of
 from services.generation.requests import ImageSource, JobRequest
 from services.input_images import InputImage
-from services.log_context import current_shard
 from services.replicate import ReplicateServiceError
 from services.settings import ASPECT_RATIOS
 from services.store import Generation
@@ -51,88 +51,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EDIT_INTERVAL = 1.5
-"""Least seconds between two edits of a progress message."""
 TICK_INTERVAL = 3.0
 """How often the elapsed time of a running job is refreshed."""
 FIRST_EDIT_DELAY = 1.0
 """A job that starts at once shows "Generating" (and its Cancel button) after this long:
 the fastest models are done by then, and a busy bot spends nothing on edits nobody sees."""
-REQUEST_LIMIT = 25 * 1024 * 1024
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-"""Discord's per-file limit when no interaction says otherwise."""
 ANSWER_WITHIN = 2.0
 """Seconds a job may take to be checked and admitted before the answer is deferred
 (Discord wants one within 3)."""
 Prepare = Callable[[], Awaitable[JobRequest]]
 """Builds a job request: resolves the model, reads and checks input images."""
-
-
-def progress_text(state: JobState) -> str:
-    if state.phase == "queued":
-        return f"⏳ Queued: position {state.position} of {state.queue_size}."
-    return f"🎨 Generating… {state.elapsed:.0f} s"
-
-
-class ProgressMessage:
-    """Edits the interaction's original response, at most every EDIT_INTERVAL seconds.
-
-    The newest state always wins: an edit asked for too early is sent once the interval
-    has passed, and ``close`` drops anything still pending."""
-
-    def __init__(self, interaction: discord.Interaction, view: discord.ui.View) -> None:
-        self.interaction = interaction
-        self.view = view
-        self._last = 0.0
-        self._pending: Callable[[], str] | None = None
-        self._shown: str | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
-        self.closed = False
-
-    async def show(self, text: Callable[[], str], *, delay: float = 0.0) -> None:
-        """Show what ``text()`` says when the edit is sent: as soon as the edit interval
-        allows, and not before ``delay``."""
-        if self.closed or text() == self._shown:
-            return
-        self._pending = text
-        if self._task is None or self._task.done():
-            wait = max(self._last + EDIT_INTERVAL - time.monotonic(), delay)
-            self._task = spawn(self._flush_later(wait), name=f"progress-{self.interaction.id}")
-
-    async def _flush_later(self, wait: float) -> None:
-        """Edits run in their own task so that the job never waits for Discord."""
-        while True:
-            if wait > 0:
-                await asyncio.sleep(wait)
-            # Once started, an edit completes even if close() comes meanwhile (close waits).
-            await asyncio.shield(self._flush())
-            if self.closed or self._pending is None:
-                return
-            wait = self._last + EDIT_INTERVAL - time.monotonic()
-
-    async def _flush(self) -> None:
-        async with self._lock:
-            pending, self._pending = self._pending, None
-            if self.closed or pending is None:
-                return
-            text = pending()
-            if text == self._shown:
-                return
-            self._last = time.monotonic()
-            self._shown = text
-            try:
-                await edit_response(self.interaction, content=text, view=self.view)
-            except discord.HTTPException as exc:
-                log.info("progress edit failed for %s: %s", self.interaction.id, exc)
-
-    async def close(self) -> None:
-        """Drop pending edits and wait for one in flight, so none lands after the result."""
-        self.closed = True
-        if self._task is not None:
-            self._task.cancel()
-        async with self._lock:
-            pass
 
 
 class Generate(commands.Cog):
@@ -146,7 +74,7 @@ class Generate(commands.Cog):
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*BUTTONS, UpscaleButton, VaryButton, RemixButton)
         services = self.bot.services
-        services.adoption.on_discord_job = self.finish_adopted
+        services.adoption.on_discord_job = partial(finish_adopted, self.bot, self.service)
         self.service.sources.fresh_link = partial(fresh_link, self.bot)
         settings = self.bot.settings
         models = [*settings.generate_models, settings.upscale_model, settings.vary_model]
@@ -378,7 +306,8 @@ class Generate(commands.Cog):
             except discord.HTTPException as exc:
                 log.info("could not edit the response of %s: %s", interaction.id, exc)
         if message is None:
-            message = await self._post_to_channel(
+            message = await post_to_channel(
+                self.bot,
                 interaction.channel_id,
                 outcome.generation.user_id,
                 f"{interaction.user.mention}, your images are ready.",
@@ -388,71 +317,6 @@ class Generate(commands.Cog):
             )
         if message is not None:
             await self.service.record_result_message(outcome.generation.id, message.id)
-
-    async def _post_to_channel(
-        self,
-        channel_id: int | None,
-        user_id: int | None,
-        content: str,
-        **kwargs: Any,
-    ) -> discord.Message | None:
-        """Post as an ordinary channel message, pinging only the requester: for results
-        that outlived the interaction token (a long queue, a restart)."""
-        if channel_id is None:
-            return None
-        try:
-            # By id, over REST: the channel may be in a guild of another process's shard.
-            channel = self.bot.get_partial_messageable(channel_id)
-            return await send(channel, content[:2000], requester=user_id, **kwargs)
-        except discord.HTTPException as exc:
-            log.warning("could not post in channel %s: %s", channel_id, exc)
-            return None
-
-    async def finish_adopted(self, generation: Generation) -> None:
-        """Finish a job this process took over from one that is gone (or from its own
-        previous run): the interaction is not ours any more, so the result, or why there
-        is none, is posted in the channel."""
-        current_shard.set(self.bot.shard_of(generation.guild_id))
-        await self.bot.wait_until_ready()
-        limits = {"size_limit": DEFAULT_UPLOAD_LIMIT, "total_limit": REQUEST_LIMIT - 512 * 1024}
-        try:
-            if generation.status == "queued":
-                outcome = await self.service.run(generation, no_progress, **limits)
-            else:
-                outcome = await self.bot.services.adoption.follow(generation, **limits)
-        except ReplicateServiceError:
-            outcome = Outcome(await self.service.get(generation.id) or generation, None)
-        ended_elsewhere = outcome.result is None and outcome.generation.status in (
-            "succeeded",
-            "running",
-            "queued",
-        )
-        if outcome.handed_back or ended_elsewhere:
-            return  # handed back again, or finished by whoever posts it
-        mention = f"<@{generation.user_id}>" if generation.user_id else ""
-        if outcome.result is not None:
-            message = await self._post_to_channel(
-                generation.channel_id,
-                generation.user_id,
-                f"{mention} your images are ready (the bot restarted while they were made).",
-                embed=result_embed(outcome, None),
-                files=result_files(outcome),
-                view=result_view(outcome.generation, len(outcome.images)),
-            )
-            if message is not None:
-                await self.service.record_result_message(generation.id, message.id)
-            return
-        stopped = outcome.generation
-        prompt = neutral(discord.utils.escape_markdown(stopped.prompt[:200]))
-        error = neutral(stopped.error or "")
-        view = reroll_view(generation.id)
-        await self._post_to_channel(
-            generation.channel_id,
-            generation.user_id,
-            f"{mention} your images for “{prompt}” could not be made: {error} "
-            "Press Reroll to try again.",
-            view=view,
-        )
 
     async def _fail(self, interaction: discord.Interaction, text: str, icon: str = "❌") -> None:
         content = f"{icon} {neutral(text)}"[:2000]
