@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from api.problems import Problem
+
+log = logging.getLogger(__name__)
+
+#: Parts a multipart body may have at most.
+MAX_FORM_PARTS = 10
 
 T = TypeVar("T")
 
@@ -137,3 +144,54 @@ async def text_part(part: BodyPartReader, name: str) -> str:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise Problem(422, f"The field `{name}` is not UTF-8 text.") from None
+
+
+async def read_form(
+    request: web.Request,
+    *,
+    file_part: str,
+    read_file: Callable[[BodyPartReader], Awaitable[None]],
+    fields: Sequence[str],
+    one_file: str,
+    within: float,
+    what: str = "request body",
+) -> tuple[dict[str, str], bool]:
+    """Read a multipart body within ``within`` seconds: the part named ``file_part``
+    goes to ``read_file`` (once; a second one is refused with ``one_file``), the parts
+    named in ``fields`` are read as text, anything else is refused. Returns the text
+    fields and whether the file came."""
+    values: dict[str, str] = {}
+    got_file = False
+    try:
+        async with asyncio.timeout(within):
+            reader = await request.multipart()
+            for _ in range(MAX_FORM_PARTS + 1):
+                part = await idle(reader.next())
+                if part is None:
+                    break
+                if not isinstance(part, BodyPartReader):
+                    raise Problem(400, "Nested multipart bodies are not accepted.")
+                name = part.name or ""
+                if name == file_part:
+                    if got_file:
+                        raise Problem(422, one_file)
+                    await read_file(part)
+                    got_file = True
+                elif name in fields:
+                    if name in values:
+                        raise Problem(422, f"The field `{name}` is sent twice.")
+                    values[name] = await text_part(part, name)
+                else:
+                    allowed = ", ".join((file_part, *fields))
+                    raise Problem(422, f"Unknown part `{name[:40]}`; allowed: {allowed}.")
+            else:
+                raise Problem(422, f"Too many parts (at most {MAX_FORM_PARTS}).")
+    except TimeoutError:
+        raise Problem(408, f"The {what} did not arrive in time.") from None
+    except (RequestPayloadError, ConnectionError):
+        raise Problem(400, f"The {what} was cut off.") from None
+    except (HttpProcessingError, ValueError, AssertionError, LookupError) as exc:
+        # aiohttp's multipart parser raises these on malformed framing or headers.
+        log.debug("malformed multipart body: %r", exc)
+        raise Problem(400, "The multipart body is malformed.") from None
+    return values, got_file

@@ -5,7 +5,6 @@ pixels) before anything is spent."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -15,8 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 
 from api.bodies import (
     BODY_TIMEOUT,
@@ -25,7 +22,7 @@ from api.bodies import (
     idle,
     parse_json_object,
     read_body,
-    text_part,
+    read_form,
 )
 from api.problems import Problem, service_problem
 from services.app import Services
@@ -34,7 +31,6 @@ from services.input_images import InputImage, InputImageError
 
 log = logging.getLogger(__name__)
 
-MAX_FORM_PARTS = 10
 #: Room for the multipart framing and the text fields beside the image.
 FRAMING = 64 * 1024
 _DATA_URI = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*?;base64,", re.ASCII)
@@ -125,40 +121,22 @@ async def _read_form(
     limit = _image_limit(services)
     if request.content_length is not None and request.content_length > limit + FRAMING:
         raise Problem(413, f"The image is larger than {limit >> 20} MB.")
-    fields: dict[str, Any] = {}
     data: bytes | None = None
     filename = "image"
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT * 4):
-            reader = await request.multipart()
-            for _ in range(MAX_FORM_PARTS + 1):
-                part = await idle(reader.next())
-                if part is None:
-                    break
-                if not isinstance(part, BodyPartReader):
-                    raise Problem(400, "Nested multipart bodies are not accepted.")
-                name = part.name or ""
-                if name == "image":
-                    if data is not None:
-                        raise Problem(422, "Send one image only, in the part named `image`.")
-                    data = await _image_part(part, limit)
-                    filename = part.filename or "image"
-                elif name in allowed:
-                    if name in fields:
-                        raise Problem(422, f"The field `{name}` is sent twice.")
-                    fields[name] = await text_part(part, name)
-                else:
-                    names = ", ".join(("image", *allowed))
-                    raise Problem(422, f"Unknown part `{name[:40]}`; allowed: {names}.")
-            else:
-                raise Problem(422, f"Too many parts (at most {MAX_FORM_PARTS}).")
-    except TimeoutError:
-        raise Problem(408, "The request body did not arrive in time.") from None
-    except (RequestPayloadError, ConnectionError):
-        raise Problem(400, "The request body was cut off.") from None
-    except (HttpProcessingError, ValueError, AssertionError, LookupError) as exc:
-        log.debug("malformed multipart body: %r", exc)
-        raise Problem(400, "The multipart body is malformed.") from None
+
+    async def read_image(part: BodyPartReader) -> None:
+        nonlocal data, filename
+        data = await _image_part(part, limit)
+        filename = part.filename or "image"
+
+    fields, _ = await read_form(
+        request,
+        file_part="image",
+        read_file=read_image,
+        fields=allowed,
+        one_file="Send one image only, in the part named `image`.",
+        within=BODY_TIMEOUT * 4,
+    )
     return fields, data, filename
 
 

@@ -11,19 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 
 from api.auth import requires_token
 from api.bodies import (
     UPLOAD_TIMEOUT,
     check_fields,
-    idle,
     integer_field,
     part_chunks,
+    read_form,
     read_json_object,
     string_field,
-    text_part,
 )
 from api.keys import SERVICES_KEY, UPLOADS_KEY, USER_KEY
 from api.problems import SERVICE_ERRORS, Problem, retry_after, service_problem
@@ -40,7 +37,6 @@ TRAIN_REQUIRED = ("new_model_name", "trigger_word")
 DEFAULT_TRAIN_STEPS = 1000
 #: Room for the multipart framing and text fields beside the zip itself.
 MULTIPART_OVERHEAD = 64 * 1024
-MAX_FORM_PARTS = 10
 #: A request that would wait longer than this for its zip check is told to come back.
 MAX_ZIP_CHECK_WAIT = 30.0
 
@@ -166,42 +162,25 @@ async def _receive_multipart(
         MULTIPART_OVERHEAD
     ):
         raise Problem(413, too_large_text(max_zip))
-    fields: dict[str, Any] = {}
-    size: int | None = None
+    size = 0
+
+    async def read_zip(part: BodyPartReader) -> None:
+        nonlocal size
+        size = await download_to_file(part_chunks(part), zip_path, max_zip)
+
     try:
-        async with asyncio.timeout(UPLOAD_TIMEOUT):
-            reader = await request.multipart()
-            for _ in range(MAX_FORM_PARTS + 1):
-                part = await idle(reader.next())
-                if part is None:
-                    break
-                if not isinstance(part, BodyPartReader):
-                    raise Problem(400, "Nested multipart bodies are not accepted.")
-                name = part.name or ""
-                if name == "file":
-                    if size is not None:
-                        raise Problem(422, "Send one zip only, in the part named `file`.")
-                    size = await download_to_file(part_chunks(part), zip_path, max_zip)
-                elif name in TRAIN_FIELDS:
-                    if name in fields:
-                        raise Problem(422, f"The field `{name}` is sent twice.")
-                    fields[name] = await text_part(part, name)
-                else:
-                    allowed = ", ".join(("file", *TRAIN_FIELDS))
-                    raise Problem(422, f"Unknown part `{name[:40]}`; allowed: {allowed}.")
-            else:
-                raise Problem(422, f"Too many parts (at most {MAX_FORM_PARTS}).")
+        fields, got_zip = await read_form(
+            request,
+            file_part="file",
+            read_file=read_zip,
+            fields=TRAIN_FIELDS,
+            one_file="Send one zip only, in the part named `file`.",
+            within=UPLOAD_TIMEOUT,
+            what="upload",
+        )
     except ZipTooLarge:
         raise Problem(413, too_large_text(max_zip)) from None
-    except TimeoutError:
-        raise Problem(408, "The upload did not arrive in time.") from None
-    except (RequestPayloadError, ConnectionError):
-        raise Problem(400, "The upload was cut off.") from None
-    except (HttpProcessingError, ValueError, AssertionError, LookupError) as exc:
-        # aiohttp's multipart parser raises these on malformed framing or headers.
-        log.debug("malformed multipart body: %r", exc)
-        raise Problem(400, "The multipart body is malformed.") from None
-    if size is None:
+    if not got_zip:
         raise Problem(422, "Put the training zip in a multipart part named `file`.")
     await _check_owner(services, fields.get("owner"))
     return fields, size
