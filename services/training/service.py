@@ -19,7 +19,7 @@ from services.settings import Settings
 from services.store import Store, Training
 from services.store.trainings import TrainingLimits
 from services.training.checks import TrainingChecks
-from services.training.starter import StartedTraining, TrainingStarter
+from services.training.starter import TrainingStarter
 from services.training.states import FINAL
 from services.training.tracker import TrainingNotifier, TrainingTracker
 from services.zip_gate import ZipCheckGate
@@ -47,6 +47,8 @@ class TrainingService:
         self.starter = TrainingStarter(
             settings, replicate, store, keeper, self.prices, self.checks, self.tracker
         )
+        #: Check everything, then upload and create the training (:meth:`TrainingStarter.start`).
+        self.start = self.starter.start
         keeper.on_abandoned_training(self.tracker.abandoned)
         store.events.subscribe(self.tracker.on_notice)
 
@@ -115,38 +117,6 @@ class TrainingService:
         return await self.checks.check_zip(path, declared_size, on_wait)
 
     # -- jobs --------------------------------------------------------------------
-
-    async def start(
-        self,
-        *,
-        zip_path: Path,
-        trigger_word: str,
-        model_name: str,
-        steps: int,
-        user_key: str,
-        user_id: int | None = None,
-        guild_id: int | None = None,
-        channel_id: int | None = None,
-        source: str = "discord",
-        declared_size: int | None = None,
-        on_checked: Callable[[ZipReport], Awaitable[None]] | None = None,
-        on_wait: Callable[[int], Awaitable[None]] | None = None,
-    ) -> StartedTraining:
-        """See :meth:`TrainingStarter.start`."""
-        return await self.starter.start(
-            zip_path=zip_path,
-            trigger_word=trigger_word,
-            model_name=model_name,
-            steps=steps,
-            user_key=user_key,
-            user_id=user_id,
-            guild_id=guild_id,
-            channel_id=channel_id,
-            source=source,
-            declared_size=declared_size,
-            on_checked=on_checked,
-            on_wait=on_wait,
-        )
 
     async def get(self, local_id: str) -> Training | None:
         return await self.store.get_training(local_id)
