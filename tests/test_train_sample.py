@@ -23,7 +23,7 @@ async def finish_training(
     await started_training(discord_emu, tmp_path)
     training = replicate_emu.last_training
     await replicate_emu.complete_training(training.id)
-    notice = await discord_emu.wait_for_message(discord_emu.channel, is_notice, timeout=10)
+    notice = await discord_emu.wait_for_message(discord_emu.channel, is_notice, timeout=30)
     version = replicate_emu.trainings[training.id].output["version"].rpartition(":")[2]
     return notice, version
 
@@ -36,7 +36,7 @@ async def test_the_notice_carries_a_sample_of_the_new_model(
 ) -> None:
     await harness.start(**FAST)
     notice, version = await finish_training(discord_emu, replicate_emu, tmp_path)
-    sample = await discord_emu.wait_for_message(discord_emu.channel, is_sample(notice), timeout=10)
+    sample = await discord_emu.wait_for_message(discord_emu.channel, is_sample(notice), timeout=30)
     job = replicate_emu.last_prediction
     assert job.version == version and job.input["prompt"] == "a photo of RUFUS"
     assert not sample.pinged_users(), "the notice already pinged the requester"
@@ -63,9 +63,9 @@ async def test_the_cooldown_does_not_refuse_the_sample(
     )
     user = discord_emu._user(None)
     first = await discord_emu.slash("generate", options={"prompt": "x"}, user=user)
-    await first.wait_original(lambda m: len(m.attachments) == 1, timeout=10)
+    await first.wait_original(lambda m: len(m.attachments) == 1, timeout=30)
     notice, _ = await finish_training(discord_emu, replicate_emu, tmp_path)
-    await discord_emu.wait_for_message(discord_emu.channel, is_sample(notice), timeout=10)
+    await discord_emu.wait_for_message(discord_emu.channel, is_sample(notice), timeout=30)
     assert replicate_emu.last_prediction_input["prompt"] == "RUFUS, oil"
     records = await recent_generations(harness.services.store)
     assert len(records) == 2, "the sample counts as one of the requester's generations"
@@ -102,7 +102,7 @@ async def test_an_empty_sample_prompt_turns_it_off(
     notice, _ = await finish_training(discord_emu, replicate_emu, tmp_path)
     assert "ready" in notice.content
     later = await discord_emu.slash("generate", options={"prompt": "after the notice"})
-    await later.wait_original(lambda m: len(m.attachments) == 1, timeout=10)
+    await later.wait_original(lambda m: len(m.attachments) == 1, timeout=30)
     assert replicate_emu.counts["predictions_created"] == 1
     assert [g.prompt for g in await recent_generations(harness.services.store)] == [
         "after the notice"
