@@ -55,9 +55,10 @@ EDIT_INTERVAL = 1.5
 """Least seconds between two edits of a progress message."""
 TICK_INTERVAL = 3.0
 """How often the elapsed time of a running job is refreshed."""
-FIRST_EDIT_DELAY = 1.0
+FIRST_EDIT_DELAY = 3.0
 """A job that starts at once shows "Generating" (and its Cancel button) after this long:
-the fastest models are done by then, and a busy bot spends nothing on edits nobody sees."""
+the fast models are done by then, and a busy bot spends nothing on edits nobody sees
+(until then Discord shows that the bot is thinking)."""
 REQUEST_LIMIT = 25 * 1024 * 1024
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 """Discord's per-file limit when no interaction says otherwise."""
@@ -125,6 +126,9 @@ class ProgressMessage:
                 await edit_response(self.interaction, content=text, view=self.view)
             except discord.HTTPException as exc:
                 log.info("progress edit failed for %s: %s", self.interaction.id, exc)
+
+    def drop_pending(self) -> None:
+        self._pending = None
 
     async def close(self) -> None:
         """Drop pending edits and wait for one in flight, so none lands after the result."""
@@ -310,6 +314,9 @@ class Generate(commands.Cog):
             nonlocal shown_step
             state_holder["state"] = state
             step = (state.phase, state.position, state.queue_size)
+            if state.finishing:
+                progress.drop_pending()  # the images follow: an edit now would delay them
+                return
             if step != shown_step:
                 started_at_once = shown_step is None and state.phase == "generating"
                 shown_step = step
@@ -322,7 +329,7 @@ class Generate(commands.Cog):
             while True:
                 await asyncio.sleep(TICK_INTERVAL)
                 state = state_holder.get("state")
-                if state is not None and state.phase == "generating":
+                if state is not None and state.phase == "generating" and not state.finishing:
                     await progress.show(partial(progress_text, state))
 
         tick = spawn(ticker(), name=f"progress-ticker-{generation.id}")

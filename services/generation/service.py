@@ -42,6 +42,7 @@ from services.input_images import InputImageError
 from services.job_policy import JobPolicy
 from services.ownership import LeaseKeeper
 from services.replicate import (
+    TERMINAL_STATUSES,
     GenerationCanceled,
     GenerationResult,
     Progress,
@@ -237,8 +238,13 @@ class GenerationService:
         images = await self.sources.values(generation)
         planned = calls(generation.prompt, generation.model, generation.params, images)
 
+        ended: set[str] = set()
+
         async def on_progress(progress: Progress) -> None:
             known = progress.prediction_id
+            if progress.status in TERMINAL_STATUSES:
+                ended.add(known)
+                state.finishing = len(ended) >= len(planned)
             if known and known not in state.prediction_ids:
                 state.prediction_ids.append(known)
                 if state.prediction_id is None:
