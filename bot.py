@@ -80,6 +80,10 @@ IDENTIFY_KEY = "identify:{application_id}:{bucket}"
 IDENTIFY_INTERVAL = timedelta(seconds=5.5)
 
 
+DISCORD_CONNECTIONS = 100
+"""Connections to Discord's REST API at most, reused from request to request."""
+
+
 class ImageBot(commands.AutoShardedBot):
     """The Discord front end. It runs the shards ``SHARD_IDS`` of ``SHARD_COUNT`` (by
     default every shard, as many as Discord recommends); several processes, each with
@@ -101,6 +105,12 @@ class ImageBot(commands.AutoShardedBot):
         self.services = services
         self.settings: Settings = settings
         self._max_concurrency: int | None = None
+
+    async def login(self, token: str) -> None:
+        # discord.py opens as many connections as requests are in flight: a burst of
+        # interactions would pay a TLS handshake each.
+        self.http.connector = aiohttp.TCPConnector(limit=DISCORD_CONNECTIONS)
+        await super().login(token)
 
     def shard_of(self, guild_id: int | None) -> int:
         """The shard that carries a guild's events (0 outside guilds)."""
