@@ -55,10 +55,6 @@ EDIT_INTERVAL = 1.5
 """Least seconds between two edits of a progress message."""
 TICK_INTERVAL = 3.0
 """How often the elapsed time of a running job is refreshed."""
-FIRST_EDIT_DELAY = 3.0
-"""A job that starts at once shows "Generating" (and its Cancel button) after this long:
-the fast models are done by then, and a busy bot spends nothing on edits nobody sees
-(until then Discord shows that the bot is thinking)."""
 REQUEST_LIMIT = 25 * 1024 * 1024
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 """Discord's per-file limit when no interaction says otherwise."""
@@ -307,6 +303,10 @@ class Generate(commands.Cog):
         state_holder: dict[str, JobState] = {}
 
         shown_step: tuple[str, int, int] | None = None
+        # A job that starts at once shows "Generating" (and its Cancel button) only after
+        # this long: a fast one is done by then, even on a busy bot, which spends nothing
+        # on edits nobody would see (meanwhile Discord shows that the bot is thinking).
+        first_edit = self.bot.settings.progress_after_seconds
 
         async def listener(state: JobState) -> None:
             # Replicate's status changes (starting, processing) do not change what the
@@ -321,15 +321,19 @@ class Generate(commands.Cog):
                 started_at_once = shown_step is None and state.phase == "generating"
                 shown_step = step
                 await progress.show(
-                    partial(progress_text, state),
-                    delay=FIRST_EDIT_DELAY if started_at_once else 0.0,
+                    partial(progress_text, state), delay=first_edit if started_at_once else 0.0
                 )
 
         async def ticker() -> None:
             while True:
                 await asyncio.sleep(TICK_INTERVAL)
                 state = state_holder.get("state")
-                if state is not None and state.phase == "generating" and not state.finishing:
+                if (
+                    state is not None
+                    and state.phase == "generating"
+                    and not state.finishing
+                    and state.elapsed >= first_edit
+                ):
                     await progress.show(partial(progress_text, state))
 
         tick = spawn(ticker(), name=f"progress-ticker-{generation.id}")

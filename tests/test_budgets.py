@@ -183,7 +183,7 @@ async def test_a_running_job_is_never_cut_off_by_the_budget(
     replicate_emu.prediction_mode = "manual"
     member = discord_emu.add_user("member")
     handle = await discord_emu.slash("generate", user=member, options={"prompt": "a"})
-    await handle.wait_original(lambda m: "Generating" in m.content, timeout=10)
+    await handle.wait_original(lambda m: "Generating" in m.content, timeout=5)
     await set_setting(discord_emu, admin, "budget", "0.01")
     await set_setting(discord_emu, admin, "budget", "0.01")  # unchanged: not on record
     refused = await discord_emu.slash("generate", user=member, options={"prompt": "b", "count": 4})

@@ -97,10 +97,19 @@ async def test_progress_message_shows_generating_then_done(
 ) -> None:
     replicate_emu.prediction_mode = "manual"
     handle = await discord_emu.slash("generate", options={"prompt": "slow"})
-    await handle.wait_original(lambda m: "Generating" in m.content, timeout=10)
+    await handle.wait_original(lambda m: "Generating" in m.content, timeout=5)
     prediction = await replicate_emu.wait_for(lambda: replicate_emu.last_prediction)
     await replicate_emu.complete_prediction(prediction.id)
     await handle.wait_original(has_images(1), timeout=10)
+
+
+async def test_a_job_done_before_the_progress_delay_is_posted_without_progress_edits(
+    running: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
+) -> None:
+    # PROGRESS_AFTER_SECONDS is 1 in the tests; the emulated prediction takes 0.02 s.
+    handle = await discord_emu.slash("generate", options={"prompt": "quick"})
+    message = await handle.wait_original(has_images(1), timeout=10)
+    assert not any("Generating" in version.content for version in message.versions)
 
 
 async def test_trained_model_gets_its_trigger_word(
@@ -275,7 +284,7 @@ async def test_busy_when_queue_is_full(
     await harness.start(MAX_CONCURRENT_GENERATIONS="1", MAX_QUEUED_GENERATIONS="1")
     replicate_emu.prediction_mode = "manual"
     first = await discord_emu.slash("generate", options={"prompt": "a"})
-    await first.wait_original(lambda m: "Generating" in m.content, timeout=10)
+    await first.wait_original(lambda m: "Generating" in m.content, timeout=5)
     second = await discord_emu.slash("generate", options={"prompt": "b"})
     await second.wait_original(lambda m: "position 1 of 1" in m.content, timeout=5)
     third = await discord_emu.slash("generate", options={"prompt": "c"})
@@ -290,7 +299,7 @@ async def test_cancel_while_queued(
     replicate_emu.prediction_mode = "manual"
     alice, bob = discord_emu.add_user("alice"), discord_emu.add_user("bob")
     first = await discord_emu.slash("generate", options={"prompt": "a"}, user=alice)
-    await first.wait_original(lambda m: "Generating" in m.content, timeout=10)
+    await first.wait_original(lambda m: "Generating" in m.content, timeout=5)
     second = await discord_emu.slash("generate", options={"prompt": "b"}, user=bob)
     queued = await second.wait_original(lambda m: "position 1 of 1" in m.content, timeout=5)
     refused = await discord_emu.press(queued, button(queued, "cancel"), user=alice)
@@ -311,7 +320,7 @@ async def test_cancel_while_running_cancels_on_replicate(
 ) -> None:
     replicate_emu.prediction_mode = "manual"
     handle = await discord_emu.slash("generate", options={"prompt": "a"})
-    message = await handle.wait_original(lambda m: "Generating" in m.content, timeout=10)
+    message = await handle.wait_original(lambda m: "Generating" in m.content, timeout=5)
     await replicate_emu.wait_for(lambda: replicate_emu.last_prediction)
     press = await discord_emu.press(message, button(message, "cancel"), user=handle.user)
     await press.first_response()
@@ -406,7 +415,7 @@ async def test_expired_token_posts_in_channel_with_mention(
     await harness.start()
     replicate_emu.prediction_mode = "manual"
     handle = await discord_emu.slash("generate", options={"prompt": "late"})
-    await handle.wait_original(lambda m: "Generating" in m.content, timeout=10)
+    await handle.wait_original(lambda m: "Generating" in m.content, timeout=5)
     discord_emu.expire(handle)
     prediction = await replicate_emu.wait_for(lambda: replicate_emu.last_prediction)
     await replicate_emu.complete_prediction(prediction.id)

@@ -200,7 +200,7 @@ async def test_cancel_stops_every_prediction_of_a_job(
     await harness.start(GENERATE_MODELS="acme/single")
     replicate_emu.prediction_mode = "manual"
     handle = await discord_emu.slash("generate", options={"prompt": "owls", "count": 3})
-    message = await handle.wait_original(lambda m: "Generating" in m.content, timeout=10)
+    message = await handle.wait_original(lambda m: "Generating" in m.content, timeout=5)
     await replicate_emu.wait_for(lambda: len(replicate_emu.predictions) == 3)
     cancel = next(c.custom_id for c in message.components if "cancel" in (c.custom_id or ""))
     press = await discord_emu.press(message, cancel or "", user=handle.user)
@@ -266,7 +266,7 @@ async def test_queued_jobs_with_input_images_run_after_a_restart(
     result = await first.wait_original(has_images(1), timeout=10)
     replicate_emu.prediction_mode = "manual"
     blocker = await discord_emu.slash("generate", options={"prompt": "blocker"})
-    await blocker.wait_original(lambda m: "Generating" in m.content, timeout=10)
+    await blocker.wait_original(lambda m: "Generating" in m.content, timeout=5)
     vary = next(c.custom_id or "" for c in result.components if "vary" in (c.custom_id or ""))
     varied = await discord_emu.press(result, vary)
     await varied.wait_original(lambda m: "position 1" in m.content, timeout=5)
