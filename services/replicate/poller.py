@@ -191,8 +191,10 @@ class PredictionPoller:
             last = parse_time(page.results[-1].created_at)
             if oldest is None or last is None or last < oldest:
                 break
-            if pages > len(wanted) // len(page.results) + 1:
-                break  # others keep creating predictions: fetch the rest by id
+            if pages > len(self._watched) // len(page.results) + 1:
+                # Past every prediction followed here: others keep creating predictions,
+                # so the rest is fetched by id.
+                break
             cursor = page.next
         return found
 
