@@ -43,6 +43,7 @@ if __name__ == "__main__":
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -421,7 +422,24 @@ def main(argv: list[str] | None = None) -> int:
         )
     # The bot never joins voice: no warning that the voice libraries are missing.
     discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+    tune_gc()
     return asyncio.run(run(settings, http_only=args.http_only))
+
+
+GC_YOUNG_THRESHOLD = 20_000
+"""Allocations between two collections of the youngest generation (CPython's default is
+700). A busy bot holds a few hundred thousand objects (hundreds of jobs, their requests,
+discord.py's caches): with the default, a burst of jobs spent about a third of its CPU in
+the collector."""
+
+
+def tune_gc() -> None:
+    """Move what was built at start (modules, settings) out of the collector's sight, and
+    collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 if __name__ == "__main__":
