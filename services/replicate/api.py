@@ -1,8 +1,11 @@
 """The one ``replicate.Client`` of the process, and the translation of its failures.
 
 Every call goes through :meth:`ReplicateApi.call`, which turns the client's exceptions
-into the domain errors of :mod:`services.replicate.errors` with the token redacted.
-Creates go through :meth:`ReplicateApi.create`, retried only after a 429.
+into the domain errors of :mod:`services.replicate.errors` with the token redacted;
+except the hot paths (a prediction created, fetched, listed), which
+:meth:`ReplicateApi.request_json` sends on the aiohttp session itself and reads into
+plain dataclasses, with the same errors. Creates go through
+:meth:`ReplicateApi.create`, retried only after a 429.
 """
 
 from __future__ import annotations
