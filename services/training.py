@@ -412,10 +412,12 @@ class TrainingService:
         applied = await self._apply(training.id, state, webhook=webhook)
         return applied or training
 
-    async def apply_webhook(self, training_id: str, webhook_id: str, state: TrainingState) -> str:
-        """Apply a delivery about the Replicate training ``training_id``, recording its
-        ``webhook_id`` in the same transaction: ``applied``, ``duplicate`` or ``unknown``
-        (no training of ours; the id is then recorded alone)."""
+    async def apply_webhook(
+        self, training_id: str, webhook_id: str, state: Callable[[], TrainingState]
+    ) -> str:
+        """Apply a delivery about the Replicate training ``training_id`` (``state()`` reads
+        it), recording its ``webhook_id`` in the same transaction: ``applied``,
+        ``duplicate`` or ``unknown`` (no training of ours; the id is then recorded alone)."""
         local_id = self._local_ids.get(training_id)
         if local_id is None:
             training = await self.store.get_training_by_replicate_id(training_id)
