@@ -27,9 +27,12 @@ from typing import Any
 import aiohttp
 import trustme
 
+from services.settings import Settings
 from tests.emulators.discord import DiscordEmulator
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import ROOT, BotProcess, bot_env
+
+PROGRESS_AFTER = f"{Settings.model_fields['progress_after_seconds'].default:g}"
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -341,9 +344,9 @@ async def running_stack(
                 prepare(discord)
             stack = Stack(discord, replicate, [], workdir)
             for index, own in enumerate(processes):
-                env = bot_env(
-                    discord, replicate, workdir, **{"LOG_LEVEL": "WARNING", **settings, **own}
-                )
+                # The tests' quicker progress edits are not the bot's: its default here.
+                defaults = {"LOG_LEVEL": "WARNING", "PROGRESS_AFTER_SECONDS": PROGRESS_AFTER}
+                env = bot_env(discord, replicate, workdir, **{**defaults, **settings, **own})
                 env["SSL_CERT_FILE"] = str(ca_file)
                 stack.envs.append(env)
                 stack.bots.append(

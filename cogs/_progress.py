@@ -78,6 +78,9 @@ class ProgressMessage:
             except discord.HTTPException as exc:
                 log.info("progress edit failed for %s: %s", self.interaction.id, exc)
 
+    def drop_pending(self) -> None:
+        self._pending = None
+
     async def close(self) -> None:
         """Drop pending edits and wait for one in flight, so none lands after the result."""
         self.closed = True

@@ -53,9 +53,6 @@ log = logging.getLogger(__name__)
 
 TICK_INTERVAL = 3.0
 """How often the elapsed time of a running job is refreshed."""
-FIRST_EDIT_DELAY = 1.0
-"""A job that starts at once shows "Generating" (and its Cancel button) after this long:
-the fastest models are done by then, and a busy bot spends nothing on edits nobody sees."""
 ANSWER_WITHIN = 2.0
 """Seconds a job may take to be checked and admitted before the answer is deferred
 (Discord wants one within 3)."""
@@ -231,6 +228,10 @@ class Generate(commands.Cog):
         state_holder: dict[str, JobState] = {}
 
         shown_step: tuple[str, int, int] | None = None
+        # A job that starts at once shows "Generating" (and its Cancel button) only after
+        # this long: a fast one is done by then, even on a busy bot, which spends nothing
+        # on edits nobody would see (meanwhile Discord shows that the bot is thinking).
+        first_edit = self.bot.settings.progress_after_seconds
 
         async def listener(state: JobState) -> None:
             # Replicate's status changes (starting, processing) do not change what the
@@ -238,19 +239,26 @@ class Generate(commands.Cog):
             nonlocal shown_step
             state_holder["state"] = state
             step = (state.phase, state.position, state.queue_size)
+            if state.finishing:
+                progress.drop_pending()  # the images follow: an edit now would delay them
+                return
             if step != shown_step:
                 started_at_once = shown_step is None and state.phase == "generating"
                 shown_step = step
                 await progress.show(
-                    partial(progress_text, state),
-                    delay=FIRST_EDIT_DELAY if started_at_once else 0.0,
+                    partial(progress_text, state), delay=first_edit if started_at_once else 0.0
                 )
 
         async def ticker() -> None:
             while True:
                 await asyncio.sleep(TICK_INTERVAL)
                 state = state_holder.get("state")
-                if state is not None and state.phase == "generating":
+                if (
+                    state is not None
+                    and state.phase == "generating"
+                    and not state.finishing
+                    and state.elapsed >= first_edit
+                ):
                     await progress.show(partial(progress_text, state))
 
         tick = spawn(ticker(), name=f"progress-ticker-{generation.id}")

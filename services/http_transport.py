@@ -34,6 +34,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session = session
         self._ssl: ssl.SSLContext | None = None
 
+    def ssl_for(self, url: str) -> ssl.SSLContext | None:
+        """What to verify an https ``url`` with (None for http)."""
+        return self._ssl_context() if url.startswith("https:") else None
+
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             # Built on first use so that it reads SSL_CERT_FILE as the environment is then.

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
         default_factory=lambda: ["black-forest-labs/flux-schnell"]
     )
     generate_cooldown_seconds: float = Field(default=10.0, ge=0, le=86400, allow_inf_nan=False)
+    progress_after_seconds: float = Field(default=5.0, ge=0, le=60, allow_inf_nan=False)
     max_concurrent_generations: int = Field(default=4, ge=1, le=1000)
     max_queued_generations: int = Field(default=20, ge=0, le=10000)
     generations_per_user_per_day: int = Field(default=100, ge=0)

@@ -66,17 +66,14 @@ class WebhookDispatcher:
         if self.replicate.offer_prediction(payload):
             return "applied"  # repeats are harmless: a finished prediction is no longer followed
         webhook_id = headers.get("webhook-id", "")
-        if not await self.store.record_webhook(webhook_id, datetime.now(UTC)):
-            return "duplicate"
-        training = await self.store.get_training_by_replicate_id(str(object_id))
-        if training is None:
+        result = await self.trainings.apply_webhook(
+            str(object_id), webhook_id, lambda: self.replicate.training_state_from_payload(payload)
+        )
+        if result == "unknown":
             self.replicate.keep_early_delivery(payload)
             # It may end a prediction another process follows: tell it to look now.
             self.store.events.publish(prediction_topic(str(object_id)))
-            return "unknown"
-        state = self.replicate.training_state_from_payload(payload)
-        await self.trainings.apply(training, state, webhook=True)
-        return "applied"
+        return result
 
     async def prune(self, now: datetime | None = None) -> int:
         """Forget the ids of deliveries older than :data:`WEBHOOK_ID_RETENTION`."""

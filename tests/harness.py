@@ -38,6 +38,7 @@ def bot_env(
         "DATABASE_URL": f"sqlite:///{data_dir / 'bot.sqlite3'}",
         "TRAINER_VERSION": TRAINER_VERSION,
         "GENERATE_COOLDOWN_SECONDS": "0",
+        "PROGRESS_AFTER_SECONDS": "1",
         "LOG_LEVEL": "DEBUG",
         "SHUTDOWN_GRACE_SECONDS": "0.5",
     }

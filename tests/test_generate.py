@@ -103,6 +103,15 @@ async def test_progress_message_shows_generating_then_done(
     await handle.wait_original(has_images(1), timeout=10)
 
 
+async def test_a_job_done_before_the_progress_delay_is_posted_without_progress_edits(
+    running: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
+) -> None:
+    # PROGRESS_AFTER_SECONDS is 1 in the tests; the emulated prediction takes 0.02 s.
+    handle = await discord_emu.slash("generate", options={"prompt": "quick"})
+    message = await handle.wait_original(has_images(1), timeout=10)
+    assert not any("Generating" in version.content for version in message.versions)
+
+
 async def test_trained_model_gets_its_trigger_word(
     running: BotHarness, discord_emu: DiscordEmulator, replicate_emu: ReplicateEmulator
 ) -> None:

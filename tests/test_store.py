@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,6 +28,7 @@ from services.store import (
     NewGeneration,
     NewTraining,
     Store,
+    Training,
     migrations,
     normalize_database_url,
     open_store,
@@ -310,6 +312,9 @@ async def test_every_query_compiles_for_postgresql() -> None:
         "get_training": lambda: store.get_training("t"),
         "get_training_by_replicate_id": lambda: store.get_training_by_replicate_id("r"),
         "update_training": lambda: store.update_training("t", step=3),
+        "change_training": lambda: store.change_training(
+            "t", lambda t: {"step": 3}, webhook_id="w", received_at=T0
+        ),
         "unfinished_trainings": store.unfinished_trainings,
         "claim_notification": lambda: store.claim_notification("t", T0),
         "claim_status_edit": lambda: store.claim_status_edit("t", T0, gap),
@@ -673,6 +678,35 @@ async def test_create_and_get_training(store: Store) -> None:
         await store.update_training(t.id, notice_nonce="x")
     with pytest.raises(ValueError):
         await store.update_training(t.id, status="queued")
+
+
+async def test_change_training_reads_writes_and_records_the_webhook_at_once(
+    store: Store,
+) -> None:
+    t = await store.create_training(new_training(training_id="r3"))
+    seen: list[int | None] = []
+
+    def decide(current: Training) -> dict[str, Any]:
+        seen.append(current.step)
+        return {"step": (current.step or 0) + 5}
+
+    change = await store.change_training(t.id, decide, webhook_id="w1", received_at=T0)
+    assert change is not None and not change.duplicate
+    assert change.changes == {"step": 5} and change.training is not None
+    assert change.training.step == 5 and change.training.updated_at >= t.updated_at
+    assert (await store.get_training(t.id)).step == 5  # type: ignore[union-attr]
+
+    again = await store.change_training(t.id, decide, webhook_id="w1", received_at=T0)
+    assert again is not None and again.duplicate and again.training is None
+    assert seen == [None]  # a delivery seen before changes nothing
+    assert not await store.record_webhook("w1", T0)
+
+    unchanged = await store.change_training(t.id, lambda current: {})
+    assert unchanged is not None and unchanged.changes == {}
+    assert unchanged.training is not None and unchanged.training.step == 5
+    assert await store.change_training("missing", decide) is None
+    with pytest.raises(TypeError):
+        await store.change_training(t.id, lambda current: {"notice_nonce": "x"})
 
 
 async def test_update_training_all_fields(store: Store) -> None:

@@ -34,6 +34,8 @@ class JobState:
     prediction_id: str | None = None
     #: Every prediction of the job, when it makes several (its first is prediction_id).
     prediction_ids: list[str] = field(default_factory=list)
+    #: Every prediction has ended: only the download and the posting remain.
+    finishing: bool = False
 
     @property
     def elapsed(self) -> float:

@@ -26,6 +26,7 @@ from services.images import fit_image
 from services.input_images import InputImageError
 from services.ownership import LeaseKeeper
 from services.replicate import (
+    TERMINAL_STATUSES,
     GenerationCanceled,
     GenerationResult,
     Progress,
@@ -182,9 +183,13 @@ class JobRunner:
         gen_id = generation.id
         images = await self.sources.values(generation)
         planned = calls(generation.prompt, generation.model, generation.params, images)
+        ended: set[str] = set()
 
         async def on_progress(progress: Progress) -> None:
             known = progress.prediction_id
+            if progress.status in TERMINAL_STATUSES:
+                ended.add(known)
+                state.finishing = len(ended) >= len(planned)
             if known and known not in state.prediction_ids:
                 state.prediction_ids.append(known)
                 if state.prediction_id is None:

@@ -1,24 +1,29 @@
 """The one ``replicate.Client`` of the process, and the translation of its failures.
 
 Every call goes through :meth:`ReplicateApi.call`, which turns the client's exceptions
-into the domain errors of :mod:`services.replicate.errors` with the token redacted.
-Creates go through :meth:`ReplicateApi.create`, retried only after a 429.
+into the domain errors of :mod:`services.replicate.errors` with the token redacted;
+except the hot paths (a prediction created, fetched, listed), which
+:meth:`ReplicateApi.request_json` sends on the aiohttp session itself and reads into
+plain dataclasses, with the same errors. Creates go through
+:meth:`ReplicateApi.create`, retried only after a 429.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 import httpx
 import replicate
+import yarl
+from replicate.__about__ import __version__ as replicate_version
 from replicate.exceptions import ReplicateError
-from replicate.pagination import Page
-from replicate.prediction import Prediction
 
 try:  # the replicate client validates responses with pydantic's v1 API
     from pydantic.v1 import ValidationError as PydanticValidationError
@@ -36,6 +41,7 @@ from services.replicate.errors import (
     ReplicateServiceError,
     ReplicateUnavailable,
 )
+from services.replicate.values import PredictionData, PredictionPage
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,13 @@ async def _record_response_meta(response: httpx.Response) -> None:
     meta = _RESPONSE_META.get()
     if meta is not None and response.status_code == 429:
         meta["retry_after"] = _parse_retry_after(response.headers.get("Retry-After"))
+
+
+def _prediction(data: Any) -> PredictionData:
+    try:
+        return PredictionData.of(data)
+    except ValueError as exc:
+        raise ReplicateUnavailable(f"unexpected answer from Replicate: {exc}") from None
 
 
 def _count_unanswered(exc: httpx.HTTPError) -> None:
@@ -110,6 +123,14 @@ class ReplicateApi:
             },
         )
         self.client.poll_interval = poll_interval
+        self._session_of = session
+        self._base_url = base_url.rstrip("/")
+        user_agent = f"replicate-python/{replicate_version}"
+        self._headers = {"Authorization": f"Bearer {api_token}", "User-Agent": user_agent}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        self._aiohttp_timeout = aiohttp.ClientTimeout(
+            total=None, connect=min(10.0, request_timeout), sock_read=request_timeout
+        )
 
     def __repr__(self) -> str:
         return "ReplicateApi()"
@@ -126,18 +147,89 @@ class ReplicateApi:
 
     # ------------------------------------------------------------------ predictions
 
-    async def get_prediction(self, prediction_id: str) -> Prediction:
-        return await self.call(
-            self.client.predictions.async_get(prediction_id), not_found=NotFoundError
+    async def get_prediction(self, prediction_id: str) -> PredictionData:
+        return _prediction(
+            await self.request_json(
+                "GET", f"/v1/predictions/{quote(prediction_id, safe='')}", not_found=NotFoundError
+            )
         )
 
-    async def list_predictions(self, cursor: str | None = None) -> Page[Prediction]:
+    async def list_predictions(self, cursor: str | None = None) -> PredictionPage:
         """A page of the account's predictions, newest first; ``cursor`` is the ``next``
         of the page before, None for the first page."""
-        listing = self.client.predictions
-        return await self.call(
-            listing.async_list() if cursor is None else listing.async_list(cursor)
+        path = "/v1/predictions"
+        if cursor is not None:
+            # Only its path and query: the token goes to Replicate's base URL alone.
+            path = yarl.URL(cursor).raw_path_qs
+        data = await self.request_json("GET", path)
+        results = data.get("results") if isinstance(data, dict) else None
+        following = data.get("next") if isinstance(data, dict) else None
+        if not isinstance(results, list):
+            raise ReplicateUnavailable("unexpected answer from Replicate: a page without results")
+        return PredictionPage(
+            [_prediction(item) for item in results],
+            following if isinstance(following, str) and following else None,
         )
+
+    async def create_prediction(self, path: str, body: Mapping[str, Any]) -> PredictionData:
+        """POST a prediction's create to ``path`` (through :meth:`create` for its retries)."""
+        return _prediction(await self.request_json("POST", path, body=body))
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        not_found: type[NotFoundError] = ModelNotFoundError,
+    ) -> Any:
+        """One request of the hot paths (predictions created, fetched and listed) over
+        the aiohttp session, without the client's request and response objects; its
+        failures are translated as :meth:`call` translates the client's."""
+        url = self._base_url + path
+        route = path.partition("?")[0]
+        headers = self._headers if body is None else self._json_headers
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            async with self._session_of().request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=self._aiohttp_timeout,
+                allow_redirects=False,
+                ssl=self._transport.ssl_for(url),
+            ) as response:
+                status = response.status
+                content = await response.read()
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ConnectionTimeoutError, aiohttp.SocketTimeoutError, TimeoutError) as exc:
+            metrics.replicate_answered(method, route, "error")
+            raise ReplicateUnavailable(f"request timed out ({type(exc).__name__})") from exc
+        except aiohttp.ClientError as exc:
+            metrics.replicate_answered(method, route, "error")
+            raise ReplicateUnavailable(f"request failed ({type(exc).__name__})") from exc
+        metrics.replicate_answered(method, route, status)
+        try:
+            answer = json.loads(content) if content else None
+        except ValueError:
+            answer = None
+            if status < 400:
+                raise ReplicateUnavailable(
+                    f"unexpected answer from Replicate: HTTP {status}, not JSON"
+                ) from None
+        if status >= 400:
+            problem = answer if isinstance(answer, dict) else {}
+            error = ReplicateError(
+                type=problem.get("type"),
+                title=problem.get("title"),
+                detail=problem.get("detail"),
+                status=status,
+                instance=problem.get("instance"),
+            )
+            meta = {"retry_after": _parse_retry_after(retry_after)}
+            raise self._api_error(error, meta, not_found)
+        return answer
 
     # ------------------------------------------------------------------ calls
 

@@ -17,16 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from replicate.pagination import Page
-from replicate.prediction import Prediction
-
-try:  # the replicate client validates with pydantic's v1 API
-    from pydantic.v1 import ValidationError as PydanticValidationError
-except ImportError:  # pragma: no cover - pydantic 1 installed directly
-    from pydantic import ValidationError as PydanticValidationError  # type: ignore[assignment]
-
 from services.replicate.errors import RateLimitedError, ReplicateServiceError, ReplicateUnavailable
-from services.replicate.values import TERMINAL_STATUSES, parse_time
+from services.replicate.values import (
+    TERMINAL_STATUSES,
+    PredictionData,
+    PredictionPage,
+    parse_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +44,11 @@ LIST_REQUESTS_PER_SECOND = 20.0
 class PredictionSource(Protocol):
     """Where the poller reads predictions from."""
 
-    async def get_prediction(self, prediction_id: str) -> Prediction:
+    async def get_prediction(self, prediction_id: str) -> PredictionData:
         """The prediction with this id (``NotFoundError`` if there is none)."""
         ...
 
-    async def list_predictions(self, cursor: str | None = None) -> Page[Prediction]:
+    async def list_predictions(self, cursor: str | None = None) -> PredictionPage:
         """A page of recent predictions, newest first; ``cursor`` is the previous page's
         ``next`` (None for the first page)."""
         ...
@@ -194,8 +191,10 @@ class PredictionPoller:
             last = parse_time(page.results[-1].created_at)
             if oldest is None or last is None or last < oldest:
                 break
-            if pages > len(wanted) // len(page.results) + 1:
-                break  # others keep creating predictions: fetch the rest by id
+            if pages > len(self._watched) // len(page.results) + 1:
+                # Past every prediction followed here: others keep creating predictions,
+                # so the rest is fetched by id.
+                break
             cursor = page.next
         return found
 
@@ -225,8 +224,8 @@ class PredictionPoller:
         if watched is None:
             return False
         try:
-            prediction = Prediction(**payload)
-        except (PydanticValidationError, TypeError) as exc:
+            prediction = PredictionData.of(payload)
+        except ValueError as exc:
             log.warning("unusable webhook for prediction %s: %s", payload.get("id"), exc)
             return True
         busy = watched.busy

@@ -12,8 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
-
-from replicate.prediction import Prediction
+from urllib.parse import quote
 
 from services.replicate.api import ReplicateApi
 from services.replicate.downloads import OutputDownloader
@@ -29,6 +28,7 @@ from services.replicate.values import (
     TERMINAL_STATUSES,
     GenerationResult,
     ModelRef,
+    PredictionData,
     Progress,
     parse_time,
     seconds_between,
@@ -71,24 +71,24 @@ class Predictions:
 
     async def create(
         self, ref: ModelRef, inputs: dict[str, Any], *, webhook: str | None
-    ) -> Prediction:
+    ) -> PredictionData:
         """Create a prediction of ``ref`` (official model, or a version of a trained one),
-        retried only after a 429."""
+        retried only after a 429. The body is the official client's, sent without it
+        (every input is already JSON: text, numbers, links and data URLs)."""
         api = self._api
-        hooks: dict[str, Any] = (
-            {"webhook": webhook, "webhook_events_filter": ["completed"]} if webhook else {}
-        )
+        body: dict[str, Any] = {"input": inputs}
+        if webhook:
+            body |= {"webhook": webhook, "webhook_events_filter": ["completed"]}
         if ref.version:
             version = ref.version
             prediction = await api.create(
-                lambda: api.client.predictions.async_create(version=version, input=inputs, **hooks),
+                lambda: api.create_prediction("/v1/predictions", {**body, "version": version}),
                 what=f"prediction for {ref.model}:{version[:8]}",
             )
         else:
+            path = f"/v1/models/{quote(ref.owner, safe='')}/{quote(ref.name, safe='')}/predictions"
             prediction = await api.create(
-                lambda: api.client.models.predictions.async_create(
-                    model=(ref.owner, ref.name), input=inputs, **hooks
-                ),
+                lambda: api.create_prediction(path, body),
                 what=f"prediction for {ref.model}",
             )
         log.info("prediction %s created for %s (%s)", prediction.id, ref, prediction.status)

@@ -46,6 +46,68 @@ class Progress:
     elapsed: float  # seconds since the prediction was created
 
 
+@dataclass(slots=True)
+class PredictionData:
+    """A prediction as Replicate's API (or a webhook delivery) gives it, the fields the
+    bot reads, as they came: timestamps are ISO strings, ``output`` and ``metrics``
+    plain JSON. Read without the official client's models, which validate every field
+    of every prediction of every listing page."""
+
+    id: str
+    status: str
+    model: str | None = None
+    version: str | None = None
+    input: dict[str, Any] | None = None
+    output: Any = None
+    logs: str | None = None
+    error: str | None = None
+    metrics: dict[str, Any] | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+
+    @classmethod
+    def of(cls, data: Any) -> PredictionData:
+        """Raises ValueError for anything but a prediction's JSON object."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a prediction is a JSON object, not {type(data).__name__}")
+        id_, status = data.get("id"), data.get("status")
+        if not isinstance(id_, str) or not isinstance(status, str):
+            raise ValueError("a prediction has a string id and status")
+        inputs, metrics, logs = data.get("input"), data.get("metrics"), data.get("logs")
+        return cls(
+            id=id_,
+            status=status,
+            model=_str_or_none(data.get("model")),
+            version=_str_or_none(data.get("version")),
+            input=inputs if isinstance(inputs, dict) else None,
+            output=data.get("output"),
+            logs=logs if isinstance(logs, str) else None,
+            error=_text_or_none(data.get("error")),
+            metrics=metrics if isinstance(metrics, dict) else None,
+            created_at=_str_or_none(data.get("created_at")),
+            started_at=_str_or_none(data.get("started_at")),
+            completed_at=_str_or_none(data.get("completed_at")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionPage:
+    """A page of the account's predictions, newest first; ``next`` is the next page's
+    cursor."""
+
+    results: list[PredictionData]
+    next: str | None = None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if value is None or isinstance(value, str) else str(value)
+
+
 @dataclass(frozen=True)
 class GeneratedImage:
     data: bytes = field(repr=False)

@@ -22,6 +22,7 @@ Ownership
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -308,6 +309,32 @@ def _take_over(
     return sorted((to_generation(r) for r in rows), key=lambda g: (g.seq or 0, g.id))
 
 
+@functools.cache
+def _finish_stmt(statuses: int, by_owner: bool) -> Any:
+    """The end of a job still in one of ``statuses`` statuses (bound as ``_from0``...),
+    with ``by_owner`` still leased to ``_owner``; the columns set are the other
+    parameters. Built once per shape, so SQLAlchemy's compiled cache is hit without a
+    statement built per call."""
+    cond = [
+        _gen_t.c.id == sa.bindparam("_row_id"),
+        sa.or_(*(_gen_t.c.status == sa.bindparam(f"_from{i}") for i in range(statuses))),
+    ]
+    if by_owner:
+        cond.append(_gen_t.c.lease_owner == sa.bindparam("_owner"))
+    return sa.update(_gen_t).where(*cond).returning(*_gen_t.c)
+
+
+_SET_PREDICTION: Final = (
+    sa.update(_gen_t)
+    .where(
+        _gen_t.c.id == sa.bindparam("_row_id"),
+        _gen_t.c.status == "running",
+        _gen_t.c.lease_owner == sa.bindparam("_owner"),
+    )
+    .returning(*_gen_t.c)
+)
+
+
 class JobQueries(Queries):
     """Admission, starts, cancel and leases of generation jobs (see the module's doc)."""
 
@@ -405,15 +432,18 @@ class JobQueries(Queries):
         if status not in GENERATION_STATUSES:
             raise ValueError(f"invalid generation status {status!r}")
         require_aware(finished_at=finished_at, **values)
-        stmt = sa.update(_gen_t).where(
-            _gen_t.c.id == gen_id, _gen_t.c.status.in_(list(from_status))
-        )
+        stmt = _finish_stmt(len(from_status), owner is not None)
+        params = {
+            **values,
+            "status": status,
+            "finished_at": finished_at,
+            "updated_at": finished_at,
+            "_row_id": gen_id,
+            **{f"_from{i}": value for i, value in enumerate(from_status)},
+        }
         if owner is not None:
-            stmt = stmt.where(_gen_t.c.lease_owner == owner)
-        stmt = stmt.values(
-            status=status, finished_at=finished_at, updated_at=finished_at, **values
-        ).returning(*_gen_t.c)
-        row = await self._db.transact(lambda conn: conn.execute(stmt).first())
+            params["_owner"] = owner
+        row = await self._db.transact(lambda conn: conn.execute(stmt, params).first())
         if row is None:
             return None
         self.events.publish(QUEUE_TOPIC)
@@ -428,17 +458,8 @@ class JobQueries(Queries):
         """Record the prediction of a running job this process owns; returns the job (whose
         ``cancel_requested_at`` says whether someone asked to stop it), or None if the
         job is no longer running here."""
-        stmt = (
-            sa.update(_gen_t)
-            .where(
-                _gen_t.c.id == gen_id,
-                _gen_t.c.status == "running",
-                _gen_t.c.lease_owner == owner,
-            )
-            .values(prediction_id=prediction_id)
-            .returning(*_gen_t.c)
-        )
-        row = await self._db.transact(lambda conn: conn.execute(stmt).first())
+        params = {"prediction_id": prediction_id, "_row_id": gen_id, "_owner": owner}
+        row = await self._db.transact(lambda conn: conn.execute(_SET_PREDICTION, params).first())
         return to_generation(row) if row is not None else None
 
     @shielded

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from services.store.base import Queries, advisory_lock, checked_fields, new_id, new_nonce
+from services.store.base import (
+    Queries,
+    advisory_lock,
+    checked_fields,
+    new_id,
+    new_nonce,
+    update_by_id_stmt,
+)
 from services.store.columns import require_aware, utc_now
 from services.store.engine import shielded
 from services.store.jobs import Refusal, day_start
@@ -20,7 +28,9 @@ from services.store.records import (
     Training,
 )
 from services.store.schema import trainings_table as _train_t
+from services.store.schema import webhooks_table as _webhook_t
 from services.store.usage import Budget, BudgetTally
+from services.store.webhooks import webhook_insert
 
 # The row-to-record mapping relies on columns and dataclass fields having the same names.
 assert {c.name for c in _train_t.columns} == {f.name for f in fields(Training)}
@@ -39,6 +49,12 @@ def to_training(row: sa.Row[Any]) -> Training:
     return Training(**data)
 
 
+#: One training, locked until the transaction ends on PostgreSQL (SQLite's write
+#: transaction already excludes other writers).
+_LOCKED_BY_ID: Final = (
+    sa.select(_train_t).where(_train_t.c.id == sa.bindparam("_row_id")).with_for_update()
+)
+
 #: Key of the PostgreSQL advisory lock that serialises training admission.
 TRAININGS_LOCK: Final = 0x5452_4E5F_41444D54
 
@@ -46,6 +62,16 @@ TRAININGS_LOCK: Final = 0x5452_4E5F_41444D54
 def training_topic(local_id: str) -> str:
     """Notice topic of one training: its state changed in the store."""
     return f"training:{local_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingChange:
+    """What :meth:`TrainingQueries.change_training` did: the training as stored and the
+    columns it set; ``duplicate`` (and no training) for a webhook id seen before."""
+
+    training: Training | None
+    changes: dict[str, Any]
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +252,43 @@ class TrainingQueries(Queries):
         """
         values = checked_fields(fields_, _UPDATABLE, TRAINING_STATUSES, "training")
         return await self._update_by_id(_train_t, local_id, values) is not None
+
+    @shielded
+    async def change_training(
+        self,
+        local_id: str,
+        decide: Callable[[Training], Mapping[str, Any]],
+        *,
+        webhook_id: str | None = None,
+        received_at: datetime | None = None,
+    ) -> TrainingChange | None:
+        """Read the training, set the columns ``decide(training)`` returns, and return the
+        training as stored with what changed, in one write transaction; None if there is
+        no such training. ``decide`` runs inside the transaction: it must not block.
+
+        With ``webhook_id``, the delivery's id is recorded in the same transaction, and
+        nothing changes if it was recorded before (``duplicate``)."""
+        if webhook_id is not None:
+            require_aware(received_at=received_at)
+            record = webhook_insert(self._db.insert(_webhook_t))
+
+        def change(conn: sa.Connection) -> TrainingChange | None:
+            if webhook_id is not None:
+                params = {"webhook_id": webhook_id, "received_at": received_at}
+                if conn.execute(record, params).rowcount != 1:
+                    return TrainingChange(None, {}, duplicate=True)
+            row = conn.execute(_LOCKED_BY_ID, {"_row_id": local_id}).first()
+            if row is None:
+                return None
+            current = to_training(row)
+            values = checked_fields(decide(current), _UPDATABLE, TRAINING_STATUSES, "training")
+            if not values:
+                return TrainingChange(current, values)
+            params = {**values, "updated_at": utc_now(), "_row_id": local_id}
+            stored = conn.execute(update_by_id_stmt(_train_t), params).one()
+            return TrainingChange(to_training(stored), values)
+
+        return await self._db.transact(change)
 
     @shielded
     async def unfinished_trainings(self) -> list[Training]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -12,19 +13,25 @@ from services.store.engine import shielded
 from services.store.schema import webhooks_table as _webhook_t
 
 
+def webhook_insert(insert: Any) -> Any:
+    """Record a webhook id (bound as ``webhook_id``, ``received_at``) unless recorded
+    before; ``insert`` is the dialect's insert of the webhooks table."""
+    return insert.values(
+        webhook_id=sa.bindparam("webhook_id"), received_at=sa.bindparam("received_at")
+    ).on_conflict_do_nothing(index_elements=[_webhook_t.c.webhook_id])
+
+
 class WebhookQueries(Queries):
     @shielded
     async def record_webhook(self, webhook_id: str, received_at: datetime) -> bool:
         """Remember a webhook-id. False if it was recorded before (a redelivery)."""
         require_aware(received_at=received_at)
-        stmt = (
-            self._db.insert(_webhook_t)
-            .values(webhook_id=webhook_id, received_at=received_at)
-            .on_conflict_do_nothing(index_elements=[_webhook_t.c.webhook_id])
+        stmt = webhook_insert(self._db.insert(_webhook_t))
+        params = {"webhook_id": webhook_id, "received_at": received_at}
+        recorded: bool = await self._db.transact(
+            lambda conn: conn.execute(stmt, params).rowcount == 1
         )
-        async with self._db.tx(write=True) as conn:
-            result = await conn.execute(stmt)
-            return result.rowcount == 1
+        return recorded
 
     @shielded
     async def prune_webhooks(self, before: datetime) -> int:

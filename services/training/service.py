@@ -151,6 +151,12 @@ class TrainingService:
         """See :meth:`TrainingTracker.apply`."""
         return await self.tracker.apply(training, state, webhook=webhook)
 
+    async def apply_webhook(
+        self, training_id: str, webhook_id: str, state: Callable[[], TrainingState]
+    ) -> str:
+        """See :meth:`TrainingTracker.apply_webhook`."""
+        return await self.tracker.apply_webhook(training_id, webhook_id, state)
+
     async def refresh(self, local_id: str) -> None:
         await self.tracker.refresh(local_id)
 

@@ -27,6 +27,13 @@ from services.training.states import ERROR_TEXT, FINAL, state_of
 
 log = logging.getLogger(__name__)
 
+_PROGRESS = frozenset({"status", "step", "total_steps"})
+WEBHOOK_QUIET_POLLS = 3
+"""A training followed by webhooks is polled once they have been silent for this many
+poll intervals (counted from its start until the first arrives): Replicate sends them on
+its own schedule (nothing between its start and its first logs, and the start's may come
+before the training is recorded), and a recent one says they reach the bot."""
+
 
 class TrainingNotifier(Protocol):
     """What a front end does when a training changes (the Discord cog implements it)."""
@@ -50,6 +57,8 @@ class TrainingTracker:
         self.end_hooks: list[Callable[[Training], None]] = []
         self.notifier: TrainingNotifier | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Local ids of the trainings webhooks came for, by Replicate training id.
+        self._local_ids: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._poll_backoff = 0.0
 
@@ -81,20 +90,65 @@ class TrainingTracker:
     ) -> Training:
         """Record Replicate's view of a training, update the status message, and send
         the final notice once the training has ended."""
-        async with self.lock(training.id):
-            current = await self.store.get_training(training.id) or training
-            now = datetime.now(UTC)
-            changes: dict[str, Any] = {}
-            if webhook:
-                changes["last_webhook_at"] = now
+        applied = await self._apply(training.id, state, webhook=webhook)
+        return applied or training
+
+    async def apply_webhook(
+        self, training_id: str, webhook_id: str, state: Callable[[], TrainingState]
+    ) -> str:
+        """Apply a delivery about the Replicate training ``training_id`` (``state()`` reads
+        it), recording its ``webhook_id`` in the same transaction: ``applied``,
+        ``duplicate`` or ``unknown`` (no training of ours; the id is then recorded alone)."""
+        local_id = self._local_ids.get(training_id)
+        if local_id is None:
+            training = await self.store.get_training_by_replicate_id(training_id)
+            if training is None:
+                recorded = await self.store.record_webhook(webhook_id, datetime.now(UTC))
+                return "unknown" if recorded else "duplicate"
+            local_id = self._local_ids[training_id] = training.id
+        applied = await self._apply(local_id, state(), webhook=True, webhook_id=webhook_id)
+        if applied is None:
+            return "duplicate"
+        if applied.status in FINAL and applied.notified_at is not None:
+            self._local_ids.pop(training_id, None)
+        return "applied"
+
+    async def _apply(
+        self,
+        local_id: str,
+        state: TrainingState,
+        *,
+        webhook: bool,
+        webhook_id: str | None = None,
+    ) -> Training | None:
+        """The training as applied; None for a delivery seen before or a training gone.
+
+        What changes, whether the status message is due for an edit (at most every
+        TRAINING_STATUS_EDIT_SECONDS across processes) and the delivery's id are read and
+        written in one transaction."""
+        now = datetime.now(UTC)
+        interval = timedelta(seconds=self.settings.training_status_edit_seconds)
+
+        def decide(current: Training) -> dict[str, Any]:
+            changes: dict[str, Any] = {"last_webhook_at": now} if webhook else {}
             if current.status not in FINAL:
                 changes.update(self._changes(current, state))
-            if changes:
-                await self.store.update_training(current.id, **changes)
-                current = await self.store.get_training(current.id) or current
-                if changes.get("status") in FINAL:
-                    self.ended(current)
-            progressed = any(k in changes for k in ("status", "step", "total_steps"))
+            if _PROGRESS.intersection(changes) and self._shows_status(current):
+                last = current.last_status_edit_at
+                final = changes.get("status", current.status) in FINAL
+                if final or last is None or last <= now - interval:
+                    changes["last_status_edit_at"] = now
+            return changes
+
+        async with self.lock(local_id):
+            change = await self.store.change_training(
+                local_id, decide, webhook_id=webhook_id, received_at=now
+            )
+            if change is None or change.training is None:
+                return None
+            current, changes = change.training, change.changes
+            if changes.get("status") in FINAL:
+                self.ended(current)
             if current.status == "succeeded" and current.version:
                 await self.store.upsert_model(
                     current.model_owner,
@@ -104,8 +158,8 @@ class TrainingTracker:
                     trigger_word=current.trigger_word,
                     latest_version=current.version.rpartition(":")[2],
                 )
-            if progressed:
-                await self._update_status_message(current, final=current.status in FINAL)
+            if "last_status_edit_at" in changes:
+                await self._show_status(current)
             if current.status in FINAL and current.notified_at is None:
                 await self._notify(current)
                 current = await self.store.get_training(current.id) or current
@@ -158,8 +212,11 @@ class TrainingTracker:
             changes["cost_usd"] = self.prices.training_cost(state.predict_time)
         return changes
 
+    def _shows_status(self, training: Training) -> bool:
+        return self.notifier is not None and training.channel_id is not None
+
     async def _update_status_message(self, training: Training, *, final: bool) -> None:
-        if self.notifier is None or training.channel_id is None:
+        if not self._shows_status(training):
             return
         now = datetime.now(UTC)
         interval = timedelta(seconds=self.settings.training_status_edit_seconds)
@@ -167,6 +224,11 @@ class TrainingTracker:
             return
         if final:
             await self.store.update_training(training.id, last_status_edit_at=now)
+        await self._show_status(training)
+
+    async def _show_status(self, training: Training) -> None:
+        """Edit the status message (its edit already claimed)."""
+        assert self.notifier is not None
         try:
             message_id = await self.notifier.status_changed(training)
         except Exception:
@@ -189,8 +251,10 @@ class TrainingTracker:
             await self.store.claim_notification(training.id, datetime.now(UTC))
 
     async def poll_once(self) -> int:
-        """Poll every unfinished training that has no recent webhook. Returns how many."""
+        """Poll every unfinished training that has no recent webhook (none for
+        WEBHOOK_QUIET_POLLS intervals). Returns how many."""
         interval = timedelta(seconds=self.settings.training_poll_seconds)
+        quiet = interval * WEBHOOK_QUIET_POLLS
         now = datetime.now(UTC)
         polled = 0
         for training in await self.store.unfinished_trainings():
@@ -199,7 +263,11 @@ class TrainingTracker:
                 continue
             if training.training_id is None:
                 continue
-            if training.last_webhook_at and now - training.last_webhook_at < interval:
+            # Started with webhooks: they are expected from its start on.
+            heard = training.last_webhook_at or (
+                training.created_at if self.settings.webhook_url else None
+            )
+            if heard and now - heard < quiet:
                 continue
             if not await self.store.claim_poll(training.id, now, interval):
                 continue
