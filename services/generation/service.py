@@ -27,7 +27,7 @@ from services.generation.runner import JobRunner
 from services.generation.sources import ImageSources
 from services.job_policy import JobPolicy
 from services.ownership import LeaseKeeper
-from services.replicate import GenerationResult, ReplicateService
+from services.replicate import ReplicateService
 from services.settings import Settings
 from services.store import Generation, NewGeneration, Store
 from services.tasks import spawn
@@ -65,6 +65,8 @@ class GenerationService:
             self.queue,
             self.sources,
         )
+        #: Fit a result's images and record the job as succeeded (:meth:`JobRunner.complete`).
+        self.complete = self.runner.complete
         self._unsubscribe = store.events.subscribe(self._on_notice)
 
     @property
@@ -131,19 +133,6 @@ class GenerationService:
         Always records how the job ended; domain errors are re-raised after that."""
         return await self.runner.run(
             generation, listener, size_limit=size_limit, total_limit=total_limit
-        )
-
-    async def complete(
-        self,
-        generation: Generation,
-        result: GenerationResult,
-        *,
-        size_limit: int,
-        total_limit: int,
-    ) -> Outcome:
-        """See :meth:`JobRunner.complete`."""
-        return await self.runner.complete(
-            generation, result, size_limit=size_limit, total_limit=total_limit
         )
 
     async def cancel(self, gen_id: str) -> bool:
