@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,6 +12,9 @@ from tests.emulators.discord import DiscordEmulator
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness, bot_env
 from tests.helpers.databases import BACKENDS, fresh_database
+
+if TYPE_CHECKING:
+    from tests.test_http_api import ApiServer
 
 pytest_plugins = [
     "tests.emulators.fixtures_discord",
@@ -42,6 +46,22 @@ async def database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
     """DATABASE_URL of an empty database of the test's backend."""
     async with fresh_database(backend, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+async def server(
+    replicate_emu: ReplicateEmulator, tmp_path: Path, database_url: str
+) -> AsyncIterator[ApiServer]:
+    """``python bot.py --http-only`` in-process, on the test's backend, not started yet:
+    ``api = await server.start(NAME="value", ...)``."""
+    from tests.test_http_api import ApiServer
+
+    (tmp_path / "train").mkdir()
+    s = ApiServer(replicate_emu, tmp_path, database_url)
+    try:
+        yield s
+    finally:
+        await s.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ step per request, and a refused request uses nothing up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,6 @@ from tests.test_train import start_training
 pytestmark = pytest.mark.backends
 
 BURST = 50
-
-
-@pytest.fixture
-async def api_server(
-    replicate_emu: ReplicateEmulator, tmp_path: Path, database_url: str
-) -> AsyncIterator[ApiServer]:
-    """``python bot.py --http-only`` in-process, on the test's backend."""
-    (tmp_path / "train").mkdir()
-    server = ApiServer(replicate_emu, tmp_path, database_url)
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def finish_every_prediction(replicate_emu: ReplicateEmulator, expected: int) -> None:
@@ -67,9 +53,9 @@ def assert_exactly(answers: list[Answer], started: int) -> None:
 
 
 async def test_http_burst_against_the_daily_quota(
-    api_server: ApiServer, replicate_emu: ReplicateEmulator
+    server: ApiServer, replicate_emu: ReplicateEmulator
 ) -> None:
-    api = await api_server.start(GENERATIONS_PER_USER_PER_DAY="10", MAX_QUEUED_GENERATIONS="100")
+    api = await server.start(GENERATIONS_PER_USER_PER_DAY="10", MAX_QUEUED_GENERATIONS="100")
     answers = await generate_burst(api)
     assert sorted(a.status for a in answers) == [200] * 10 + [429] * 40, [
         a.detail for a in answers if a.status not in (200, 429)
@@ -80,20 +66,20 @@ async def test_http_burst_against_the_daily_quota(
 
 
 async def test_http_burst_against_the_cooldown(
-    api_server: ApiServer, replicate_emu: ReplicateEmulator
+    server: ApiServer, replicate_emu: ReplicateEmulator
 ) -> None:
-    api = await api_server.start(GENERATE_COOLDOWN_SECONDS="60")
+    api = await server.start(GENERATE_COOLDOWN_SECONDS="60")
     answers = await generate_burst(api)
     assert sorted(a.status for a in answers) == [200] + [429] * 49
     assert replicate_emu.counts["predictions_created"] == 1
 
 
 async def test_http_burst_against_the_queue_and_the_global_cap(
-    api_server: ApiServer, replicate_emu: ReplicateEmulator
+    server: ApiServer, replicate_emu: ReplicateEmulator
 ) -> None:
     """4 run, 20 wait, 26 are told the bot is busy; never more than 4 predictions run."""
     replicate_emu.prediction_mode = "manual"
-    api = await api_server.start(MAX_CONCURRENT_GENERATIONS="4", MAX_QUEUED_GENERATIONS="20")
+    api = await server.start(MAX_CONCURRENT_GENERATIONS="4", MAX_QUEUED_GENERATIONS="20")
     burst = asyncio.gather(*(api.generate(prompt=f"p{i}") for i in range(BURST)))
     await finish_every_prediction(replicate_emu, 24)
     answers = await burst
@@ -102,12 +88,10 @@ async def test_http_burst_against_the_queue_and_the_global_cap(
 
 
 async def test_http_burst_against_the_training_quota(
-    api_server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
+    server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
 ) -> None:
     """Two trainings used today, a quota of 3: of 50 at once exactly one more starts."""
-    api = await api_server.start(
-        TRAININGS_PER_USER_PER_DAY="3", MAX_ACTIVE_TRAININGS_PER_GUILD="50"
-    )
+    api = await server.start(TRAININGS_PER_USER_PER_DAY="3", MAX_ACTIVE_TRAININGS_PER_GUILD="50")
     valid_training_zip(tmp_path / "train" / "photos.zip", n=3)
 
     async def train(i: int) -> Answer:
@@ -123,10 +107,10 @@ async def test_http_burst_against_the_training_quota(
 
 
 async def test_http_burst_against_running_trainings(
-    api_server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
+    server: ApiServer, replicate_emu: ReplicateEmulator, tmp_path: Path
 ) -> None:
     replicate_emu.training_mode = "manual"
-    api = await api_server.start(MAX_ACTIVE_TRAININGS_PER_GUILD="2", TRAININGS_PER_USER_PER_DAY="0")
+    api = await server.start(MAX_ACTIVE_TRAININGS_PER_GUILD="2", TRAININGS_PER_USER_PER_DAY="0")
     valid_training_zip(tmp_path / "train" / "photos.zip", n=3)
     answers = await asyncio.gather(
         *(

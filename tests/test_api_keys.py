@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ import sqlalchemy as sa
 
 from api import keys_cli
 from services.store.schema import api_keys_table, generations_table
-from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import ROOT
 from tests.test_http_api import TOKEN, Api, ApiServer
 
@@ -38,16 +36,6 @@ async def run_cli(
         text=True,
         timeout=60,
     )
-
-
-@pytest.fixture
-async def server(replicate_emu: ReplicateEmulator, tmp_path: Path) -> AsyncIterator[ApiServer]:
-    (tmp_path / "train").mkdir()
-    s = ApiServer(replicate_emu, tmp_path)
-    try:
-        yield s
-    finally:
-        await s.stop()
 
 
 async def generate(api: Api, token: str, prompt: str = "a fox") -> int:

@@ -196,18 +196,6 @@ class ApiServer:
 
 
 @pytest.fixture
-async def server(
-    replicate_emu: ReplicateEmulator, tmp_path: Path, database_url: str
-) -> AsyncIterator[ApiServer]:
-    (tmp_path / "train").mkdir()
-    s = ApiServer(replicate_emu, tmp_path, database_url)
-    try:
-        yield s
-    finally:
-        await s.stop()
-
-
-@pytest.fixture
 async def api(server: ApiServer) -> Api:
     return await server.start()
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
-import pytest
 from PIL import Image
 
 from services.store import Generation
@@ -25,16 +22,6 @@ from tests.emulators.replicate import (
 from tests.test_http_api import Answer, Api, ApiServer
 
 MODELS = f"{FLUX_SCHNELL},{FLUX_DEV}"
-
-
-@pytest.fixture
-async def server(replicate_emu: ReplicateEmulator, tmp_path: Path) -> AsyncIterator[ApiServer]:
-    (tmp_path / "train").mkdir()
-    s = ApiServer(replicate_emu, tmp_path)
-    try:
-        yield s
-    finally:
-        await s.stop()
 
 
 def data_uri(data: bytes, content_type: str = "image/png") -> str:

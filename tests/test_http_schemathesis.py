@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -36,16 +33,6 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-
-
-@pytest.fixture
-async def server(replicate_emu: ReplicateEmulator, tmp_path: Path) -> AsyncIterator[ApiServer]:
-    (tmp_path / "train").mkdir()
-    s = ApiServer(replicate_emu, tmp_path)
-    try:
-        yield s
-    finally:
-        await s.stop()
 
 
 def fuzz(base_url: str) -> list[str]:
