@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 import discord
+import uvloop
 from discord.ext import commands
 
 import cogs
@@ -85,6 +86,11 @@ IDENTIFY_INTERVAL = timedelta(seconds=5.5)
 
 DISCORD_CONNECTIONS = 100
 """Connections to Discord's REST API at most, reused from request to request."""
+HTTP_CONNECTIONS = 100
+"""Connections of the shared session (Replicate's API and its file host) at most."""
+HTTP_CONNECTIONS_PER_HOST = 32
+"""Connections of the shared session to one host: a burst of downloads reuses a few TLS
+connections instead of opening one each."""
 
 
 class ImageBot(commands.AutoShardedBot):
@@ -259,7 +265,9 @@ class BotApp:
         }
 
     async def start(self) -> None:
-        self.http = aiohttp.ClientSession()
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100, limit_per_host=32)
+        )
         try:
             self.services = await build_services(
                 self.settings, self.http, with_discord=not self.http_only
@@ -425,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     # The bot never joins voice: no warning that the voice libraries are missing.
     discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
     tune_gc()
-    return asyncio.run(run(settings, http_only=args.http_only))
+    # uvloop: the same asyncio, with the loop and its sockets in C; a burst of jobs is
+    # mostly socket work (see docs/PERFORMANCE.md).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run(settings, http_only=args.http_only))
 
 
 GC_YOUNG_THRESHOLD = 20_000

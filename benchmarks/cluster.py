@@ -9,8 +9,10 @@ sets it), with a fresh database for every run.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -184,19 +186,46 @@ class Meter:
     """CPU time and peak memory of each bot process (and the database server's CPU time)
     from :meth:`begin` to :meth:`end`."""
 
+    SAMPLE_EVERY = 0.02
+
     def __init__(self, pids: list[int], postgres: Postgres | None = None) -> None:
         self.pids = pids
         self.postgres = postgres
         self._cpu: list[float | None] = []
         self._db: float | None = None
+        #: (monotonic time, CPU seconds of all the bot processes) every SAMPLE_EVERY.
+        self.samples: list[tuple[float, float]] = []
+        self._sampler: asyncio.Task[None] | None = None
 
     def begin(self) -> None:
         self._cpu = [cpu_seconds(pid) for pid in self.pids]
         self._db = None if self.postgres is None else self.postgres.cpu_seconds()
+        self._sampler = asyncio.create_task(self._sample())
+
+    async def _sample(self) -> None:
+        while True:
+            cpus = [cpu_seconds(pid) for pid in self.pids]
+            if None not in cpus:
+                self.samples.append((time.monotonic(), sum(c for c in cpus if c is not None)))
+            await asyncio.sleep(self.SAMPLE_EVERY)
+
+    def cpu_between(self, start: float, end: float) -> float | None:
+        """CPU seconds the bots used from ``start`` to ``end`` (monotonic), to within a
+        sample and a clock tick."""
+        before = [cpu for at, cpu in self.samples if at <= start]
+        after = [cpu for at, cpu in self.samples if at >= end]
+        if not before or not after:
+            return None
+        return after[0] - before[-1]
 
     def end(self) -> dict[str, Any]:
         """``cpu_s`` (all processes), ``peak_rss_mb`` (the largest), ``db_cpu_s`` and,
         in ``processes``, each process's ``cpu_s`` and ``peak_rss_mb``."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            cpus = [cpu_seconds(pid) for pid in self.pids]
+            if None not in cpus:
+                self.samples.append((time.monotonic(), sum(c for c in cpus if c is not None)))
         processes = []
         for pid, before in zip(self.pids, self._cpu, strict=True):
             after = cpu_seconds(pid)

@@ -33,14 +33,13 @@ import contextlib
 import json
 import os
 import signal
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from benchmarks import scale
 from benchmarks.chart import draw_chart
-from benchmarks.common import print_ratios, print_table, write_results
+from benchmarks.common import print_ratios, print_table, run, write_results
 from benchmarks.load_discord import figures_of, measure, ratios_of
 
 PEER_BOT = Path(__file__).resolve().parent / "peer_bot.py"
@@ -220,4 +219,4 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    run(main())

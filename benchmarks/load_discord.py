@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import math
 import random
@@ -130,15 +131,19 @@ async def measure(
 
         started = time.monotonic()
         handles = await fire(discord, guilds, n, args.users, args.count, args.ramp)
-        pending = set(handles)
+        # Checked on every change in the emulator: in order, stopping at the first not yet
+        # done, so that the harness does not cost the emulators O(N) per change.
+        pending = collections.deque(handles)
 
         def all_posted() -> bool:
-            for handle in list(pending):
-                if images_of(handle, args.count) is not None or (
-                    handle.original is not None and handle.original.content.startswith("❌")
+            while pending:
+                handle = pending[0]
+                if images_of(handle, args.count) is None and (
+                    handle.original is None or not handle.original.content.startswith("❌")
                 ):
-                    pending.discard(handle)
-            return not pending
+                    return False
+                pending.popleft()
+            return True
 
         try:
             await discord.wait_until(all_posted, timeout=args.timeout)
@@ -158,11 +163,16 @@ async def measure(
         wall_minus_monotonic = time.time() - time.monotonic()
         failed = late = 0
         errors: Counter[str] = Counter()
+        # When each step of each job happened, on the monotonic clock.
+        moments: dict[str, list[float]] = {step: [] for step in TIMELINE}
         for index, handle in enumerate(handles):
+            if handle.sent is not None:
+                moments["sent"].append(handle.sent)
             if handle.callback is not None and handle.sent is not None:
                 callbacks_ms.append(
                     (handle.created + handle.callback.latency - handle.sent) * 1000.0
                 )
+                moments["answered"].append(handle.created + handle.callback.latency)
             if any(code == 10062 for _, code in handle.refused):
                 late += 1
             message = images_of(handle, args.count)
@@ -178,15 +188,30 @@ async def measure(
             at = posted_at(message)
             overheads_ms.append((at - job.completed_at).total_seconds() * 1000.0)
             posted_times.append(at.timestamp())
+            moments["created"].append(job.created_at.timestamp() - wall_minus_monotonic)
+            moments["finished"].append(job.completed_at.timestamp() - wall_minus_monotonic)
+            moments["posted"].append(at.timestamp() - wall_minus_monotonic)
         # Wall time: from the first interaction sent (monotonic clock) to the last images
         # received (the emulator stamps message versions with the wall clock).
         first_sent = min(h.sent for h in handles if h.sent is not None)
         first_sent_wall = time.time() - (time.monotonic() - first_sent)
         wall = max(posted_times) - first_sent_wall if posted_times else finished - started
+        # The bots' CPU in the two bursts: from the first interaction sent to the last
+        # prediction created, and from the first prediction finished to the last images.
+        phase_cpu: dict[str, float | None] = {}
+        if moments["created"] and moments["posted"]:
+            phase_cpu["intake"] = meter.cpu_between(first_sent, max(moments["created"]))
+            phase_cpu["completion"] = meter.cpu_between(
+                min(moments["finished"]), max(moments["posted"])
+            )
         samples = {
             "first_callback_ms": callbacks_ms,
             "overhead_ms": overheads_ms,
             "create_ms": creates_ms,
+            **{
+                f"{step}_after_first_sent_ms": [(t - first_sent) * 1000.0 for t in times]
+                for step, times in moments.items()
+            },
         }
         counts = {
             "replicate_api_requests": replicate.counts["requests"] - replicate_before,
@@ -220,6 +245,7 @@ async def measure(
         "peak_running": peak_running,
         "window_s": finished - started,
         "exit_code": stack.exit_code,
+        "phase_cpu_s": phase_cpu,
     }
 
 
@@ -313,9 +339,43 @@ def figures_of(args: argparse.Namespace, result: dict[str, Any]) -> list[Figure]
         below("overhead over L p99", percentile(oh, 99), 250, "ms"),
         Figure("overhead over L max", max(oh) if oh else None, "ms"),
         at_most("wall time / L", result["wall_s"] / args.latency, 1.25),
+        *timeline_figures(result),
         *shared_figures(result, n),
         Figure("Discord requests / generation", counts["discord_requests"] / n),
     ]
+
+
+TIMELINE = {
+    "sent": "interactions sent",
+    "answered": "interactions answered",
+    "created": "predictions created",
+    "finished": "predictions finished",
+    "posted": "images posted",
+}
+"""The steps of a job, as the timeline figures name them."""
+
+
+def timeline_figures(result: dict[str, Any]) -> list[Figure]:
+    """When the first and the last job reached each step, from the first interaction
+    sent, and the bots' CPU in the two bursts: where the wall time went (runs saved
+    before these figures have none)."""
+    figures = []
+    for step, label in TIMELINE.items():
+        times = result["samples"].get(f"{step}_after_first_sent_ms")
+        if times:
+            figures.append(Figure(f"{label}, first (after the first sent)", min(times), "ms"))
+            figures.append(Figure(f"{label}, last", max(times), "ms"))
+    phases = result.get("phase_cpu_s") or {}
+    for phase, label in (
+        ("intake", "first sent .. last created"),
+        ("completion", "first finished .. last posted"),
+    ):
+        cpu = phases.get(phase)
+        if cpu is not None:
+            figures.append(
+                Figure(f"bot CPU / generation, {label}", 1000 * cpu / result["requests"], "ms")
+            )
+    return figures
 
 
 def shared_figures(result: dict[str, Any], n: int) -> list[Figure]:

@@ -32,9 +32,15 @@ class ProgressMessage:
     The newest state always wins: an edit asked for too early is sent once the interval
     has passed, and ``close`` drops anything still pending."""
 
-    def __init__(self, interaction: discord.Interaction, view: discord.ui.View) -> None:
+    def __init__(
+        self,
+        interaction: discord.Interaction,
+        view: discord.ui.View,
+        answered: asyncio.Future[None] | None = None,
+    ) -> None:
         self.interaction = interaction
         self.view = view
+        self.answered = answered
         self._last = 0.0
         self._pending: Callable[[], str] | None = None
         self._shown: str | None = None
@@ -71,6 +77,8 @@ class ProgressMessage:
             text = pending()
             if text == self._shown:
                 return
+            if self.answered is not None:
+                await self.answered
             self._last = time.monotonic()
             self._shown = text
             try:
@@ -82,9 +90,12 @@ class ProgressMessage:
         self._pending = None
 
     async def close(self) -> None:
-        """Drop pending edits and wait for one in flight, so none lands after the result."""
+        """Drop pending edits and wait for one in flight, so none lands after the result;
+        and for the answer, which the result edits."""
         self.closed = True
         if self._task is not None:
             self._task.cancel()
         async with self._lock:
             pass
+        if self.answered is not None:
+            await self.answered

@@ -4,6 +4,8 @@ the buttons under it: U and V per image, Reroll, Remix, Details, Delete) and its
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import discord
@@ -166,9 +168,62 @@ def result_files(outcome: Outcome) -> list[discord.File]:
     ]
 
 
+class WireView(discord.ui.View):
+    """Persistent buttons as they go on the wire.
+
+    Every button under a job is a ``DynamicItem`` registered at start, which routes its
+    clicks from the ``custom_id`` alone (as after a restart): the message needs no view
+    object kept in discord.py's view store, only its components. Those are built once per
+    shape by the ordinary views (with a stand-in id) and copied with the job's id, which
+    spares a burst of results thousands of item objects."""
+
+    def __init__(self, components: list[dict[str, Any]]) -> None:
+        super().__init__(timeout=None)
+        self._components = components
+
+    def to_components(self) -> list[dict[str, Any]]:
+        return self._components
+
+
+_STAND_IN = "job-id-stand-in"
+_wire_templates: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+
+
+def _wired(
+    shape: tuple[Any, ...], job_id: str, build: Callable[[str], discord.ui.View]
+) -> WireView:
+    template = _wire_templates.get(shape)
+    if template is None:
+        template = _wire_templates[shape] = build(_STAND_IN).to_components()
+    return WireView(
+        [
+            {
+                **row,
+                "components": [
+                    {**c, "custom_id": c["custom_id"].replace(_STAND_IN, job_id)}
+                    for c in row["components"]
+                ],
+            }
+            for row in template
+        ]
+    )
+
+
 def result_view(generation: Generation, count: int) -> discord.ui.View:
     """The buttons under a result of ``count`` images: U and V per image (no U for an
     upscale), then Reroll, Remix, Details and Delete; at most 4 rows of 5."""
+    params = generation.params
+    # Everything build_result_view reads of the job besides its id.
+    shape = ("result", params.get("kind"), bool(params.get("parent")), count)
+
+    def build(job_id: str) -> discord.ui.View:
+        return build_result_view(replace(generation, id=job_id), count)
+
+    return _wired(shape, generation.id, build)
+
+
+def build_result_view(generation: Generation, count: int) -> discord.ui.View:
+    """:func:`result_view` built item by item."""
     view = discord.ui.View(timeout=None)
     items: list[discord.ui.Item[Any]] = action_items(generation, count)
     last = 2 if items else 0
@@ -191,6 +246,11 @@ def reroll_view(gen_id: str) -> discord.ui.View:
 
 
 def progress_view(gen_id: str) -> discord.ui.View:
+    return _wired(("progress",), gen_id, build_progress_view)
+
+
+def build_progress_view(gen_id: str) -> discord.ui.View:
+    """:func:`progress_view` built item by item."""
     view = discord.ui.View(timeout=None)
     view.add_item(CancelButton(gen_id))
     return view

@@ -193,9 +193,10 @@ class Generate(commands.Cog):
                 raise Refused(exc.user_message) from None
             await self._fail(interaction, exc.user_message)
             return
-        if done:
-            await interaction.response.defer(thinking=True)
-        await self.deliver(interaction, generation)
+        # The job starts while the answer is on its way: under a burst of commands the
+        # round trip to Discord would otherwise delay every prediction by as much.
+        answered = asyncio.ensure_future(_defer(interaction)) if done else None
+        await self.deliver(interaction, generation, answered)
 
     @generate.autocomplete("model")
     async def model_autocomplete(
@@ -221,10 +222,16 @@ class Generate(commands.Cog):
 
         await self.start(interaction, prepare)
 
-    async def deliver(self, interaction: discord.Interaction, generation: Generation) -> None:
-        """Run the job with a live progress message, then post the images."""
+    async def deliver(
+        self,
+        interaction: discord.Interaction,
+        generation: Generation,
+        answered: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Run the job with a live progress message, then post the images. ``answered``:
+        the answer still on its way, which every message of the job waits for."""
         started = time.monotonic()
-        progress = ProgressMessage(interaction, progress_view(generation.id))
+        progress = ProgressMessage(interaction, progress_view(generation.id), answered)
         state_holder: dict[str, JobState] = {}
 
         shown_step: tuple[str, int, int] | None = None
@@ -332,6 +339,13 @@ class Generate(commands.Cog):
             await edit_response(interaction, content=content, embed=None, view=None)
         except discord.HTTPException as exc:
             log.info("could not show an error for %s: %s", interaction.id, exc)
+
+
+async def _defer(interaction: discord.Interaction) -> None:
+    try:
+        await interaction.response.defer(thinking=True)
+    except discord.HTTPException as exc:
+        log.info("could not answer %s: %s", interaction.id, exc)
 
 
 async def setup(bot: ImageBot) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from urllib.parse import quote
 
 import aiohttp
 import httpx
+import orjson
 import replicate
 import yarl
 from replicate.__about__ import __version__ as replicate_version
@@ -189,7 +189,7 @@ class ReplicateApi:
         url = self._base_url + path
         route = path.partition("?")[0]
         headers = self._headers if body is None else self._json_headers
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else orjson.dumps(body)
         try:
             async with self._session_of().request(
                 method,
@@ -211,7 +211,7 @@ class ReplicateApi:
             raise ReplicateUnavailable(f"request failed ({type(exc).__name__})") from exc
         metrics.replicate_answered(method, route, status)
         try:
-            answer = json.loads(content) if content else None
+            answer = orjson.loads(content) if content else None
         except ValueError:
             answer = None
             if status < 400:

@@ -45,6 +45,8 @@ class JobsMixin(WebhooksMixin):
             events.append("output")
         if job.finished and before[0] not in TERMINAL:
             events.append("completed")
+            if job.kind == "prediction":
+                self._running_predictions -= 1
         self._queue_webhook(job, tuple(events))
         await self._notify()
 

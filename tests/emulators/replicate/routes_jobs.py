@@ -120,6 +120,7 @@ class JobRoutes(JobsMixin):
         self.next_output_bytes = None
         await self._receive_images(job)
         self.predictions[job.id] = job
+        self._running_predictions += 1
         self.peak_running_predictions = max(self.peak_running_predictions, self.running_predictions)
         self.last_prediction_input = payload
         self.counts["predictions_created"] += 1
