@@ -234,7 +234,7 @@ class JobRunner:
 
     async def _prediction_known(self, gen_id: str, prediction_id: str) -> None:
         stored = await self.store.set_prediction(gen_id, prediction_id, self.keeper.owner)
-        if stored is None or stored.cancel_requested_at is not None:
+        if stored is None or stored.cancel_requested:
             await self.cancel_remote(prediction_id)
 
     async def complete(

@@ -51,6 +51,12 @@ def update_by_id_stmt(table: sa.Table) -> Any:
 
 
 @functools.cache
+def set_by_id_stmt(table: sa.Table) -> Any:
+    """Like :func:`update_by_id_stmt`, without reading the row back."""
+    return sa.update(table).where(table.c.id == sa.bindparam("_row_id"))
+
+
+@functools.cache
 def insert_stmt(table: sa.Table) -> Any:
     return sa.insert(table).returning(*table.c)
 
@@ -81,6 +87,13 @@ class Queries:
             values = {**values, "updated_at": utc_now()}
         stmt = sa.update(table).where(cond).values(**values)
         return bool(await self._db.write(WriteOp(stmt, None, "rowcount")))
+
+    async def _set_by_id(self, table: sa.Table, row_id: str, values: dict[str, Any]) -> bool:
+        """Set ``values`` on one row; False if there is none."""
+        if "updated_at" in table.c:
+            values = {**values, "updated_at": utc_now()}
+        params = {**values, "_row_id": row_id}
+        return bool(await self._db.write(WriteOp(set_by_id_stmt(table), params, "rowcount")))
 
     async def _update_by_id(
         self, table: sa.Table, row_id: str, values: dict[str, Any]

@@ -78,7 +78,7 @@ class GenerationQueries(Queries):
     async def update_generation(self, gen_id: str, **fields_: Any) -> bool:
         """Set the given columns. Returns False if there is no such generation."""
         values = checked_fields(fields_, _UPDATABLE, GENERATION_STATUSES, "generation")
-        return await self._update_by_id(_gen_t, gen_id, values) is not None
+        return await self._set_by_id(_gen_t, gen_id, values)
 
     @shielded
     async def set_generation(self, gen_id: str, **fields_: Any) -> Generation | None:

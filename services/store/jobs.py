@@ -44,6 +44,7 @@ from services.store.records import (
 )
 from services.store.schema import generations_table as _gen_t
 from services.store.usage import Budget, BudgetTally
+from services.store.writer import WriteOp
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,14 @@ class AdmitRequest:
     owner: str
     now: datetime
     lease_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionSet:
+    """A job's prediction, recorded."""
+
+    #: Whether someone asked to stop the job meanwhile.
+    cancel_requested: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +340,7 @@ _SET_PREDICTION: Final = (
         _gen_t.c.status == "running",
         _gen_t.c.lease_owner == sa.bindparam("_owner"),
     )
-    .returning(*_gen_t.c)
+    .returning(_gen_t.c.cancel_requested_at)
 )
 
 
@@ -454,13 +463,12 @@ class JobQueries(Queries):
     @shielded
     async def set_prediction(
         self, gen_id: str, prediction_id: str, owner: str
-    ) -> Generation | None:
-        """Record the prediction of a running job this process owns; returns the job (whose
-        ``cancel_requested_at`` says whether someone asked to stop it), or None if the
-        job is no longer running here."""
+    ) -> PredictionSet | None:
+        """Record the prediction of a running job this process owns; None if the job is
+        no longer running here."""
         params = {"prediction_id": prediction_id, "_row_id": gen_id, "_owner": owner}
-        row = await self._db.transact(lambda conn: conn.execute(_SET_PREDICTION, params).first())
-        return to_generation(row) if row is not None else None
+        row = await self._db.write(WriteOp(_SET_PREDICTION, params, "first"))
+        return PredictionSet(cancel_requested=row[0] is not None) if row is not None else None
 
     @shielded
     async def renew_leases(self, owner: str, until: datetime) -> int:

@@ -251,7 +251,7 @@ class TrainingQueries(Queries):
         Raises ``sqlalchemy.exc.IntegrityError`` if ``training_id`` is already used elsewhere.
         """
         values = checked_fields(fields_, _UPDATABLE, TRAINING_STATUSES, "training")
-        return await self._update_by_id(_train_t, local_id, values) is not None
+        return await self._set_by_id(_train_t, local_id, values)
 
     @shielded
     async def change_training(
