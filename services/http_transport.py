@@ -48,7 +48,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         timeout = aiohttp.ClientTimeout(
             total=None,
-            connect=timeouts.get("connect"),
+            sock_connect=timeouts.get("connect"),
             sock_read=timeouts.get("read"),
         )
         # aiohttp chunks a body of unknown length itself, and refuses to if told to.

@@ -128,8 +128,10 @@ class ReplicateApi:
         user_agent = f"replicate-python/{replicate_version}"
         self._headers = {"Authorization": f"Bearer {api_token}", "User-Agent": user_agent}
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        # sock_connect, not connect: the wait for one of the session's pooled connections
+        # is not a failure (a burst of admitted jobs queues for them).
         self._aiohttp_timeout = aiohttp.ClientTimeout(
-            total=None, connect=min(10.0, request_timeout), sock_read=request_timeout
+            total=None, sock_connect=min(10.0, request_timeout), sock_read=request_timeout
         )
 
     def __repr__(self) -> str:

@@ -70,7 +70,7 @@ class OutputDownloader:
         self.max_bytes = max_bytes
         self._ssl: ssl.SSLContext | None = None
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=min(10.0, request_timeout), sock_read=request_timeout
+            total=None, sock_connect=min(10.0, request_timeout), sock_read=request_timeout
         )
 
     async def download_all(self, prediction_id: str, output: Any) -> list[GeneratedImage]:
