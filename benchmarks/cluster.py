@@ -193,8 +193,9 @@ class Meter:
         self.postgres = postgres
         self._cpu: list[float | None] = []
         self._db: float | None = None
-        #: (monotonic time, CPU seconds of all the bot processes) every SAMPLE_EVERY.
-        self.samples: list[tuple[float, float]] = []
+        #: (monotonic time, CPU seconds of all the bot processes, of this process: the
+        #: emulators) every SAMPLE_EVERY.
+        self.samples: list[tuple[float, float, float]] = []
         self._sampler: asyncio.Task[None] | None = None
 
     def begin(self) -> None:
@@ -204,16 +205,21 @@ class Meter:
 
     async def _sample(self) -> None:
         while True:
-            cpus = [cpu_seconds(pid) for pid in self.pids]
-            if None not in cpus:
-                self.samples.append((time.monotonic(), sum(c for c in cpus if c is not None)))
+            self._take_sample()
             await asyncio.sleep(self.SAMPLE_EVERY)
 
-    def cpu_between(self, start: float, end: float) -> float | None:
-        """CPU seconds the bots used from ``start`` to ``end`` (monotonic), to within a
-        sample and a clock tick."""
-        before = [cpu for at, cpu in self.samples if at <= start]
-        after = [cpu for at, cpu in self.samples if at >= end]
+    def _take_sample(self) -> None:
+        cpus = [cpu_seconds(pid) for pid in self.pids]
+        if None not in cpus:
+            bots = sum(c for c in cpus if c is not None)
+            self.samples.append((time.monotonic(), bots, time.process_time()))
+
+    def cpu_between(self, start: float, end: float, *, emulators: bool = False) -> float | None:
+        """CPU seconds the bots (or the emulators) used from ``start`` to ``end``
+        (monotonic), to within a sample and a clock tick."""
+        column = 2 if emulators else 1
+        before = [sample[column] for sample in self.samples if sample[0] <= start]
+        after = [sample[column] for sample in self.samples if sample[0] >= end]
         if not before or not after:
             return None
         return after[0] - before[-1]
@@ -223,9 +229,7 @@ class Meter:
         in ``processes``, each process's ``cpu_s`` and ``peak_rss_mb``."""
         if self._sampler is not None:
             self._sampler.cancel()
-            cpus = [cpu_seconds(pid) for pid in self.pids]
-            if None not in cpus:
-                self.samples.append((time.monotonic(), sum(c for c in cpus if c is not None)))
+            self._take_sample()
         processes = []
         for pid, before in zip(self.pids, self._cpu, strict=True):
             after = cpu_seconds(pid)

@@ -200,10 +200,13 @@ async def measure(
         # prediction created, and from the first prediction finished to the last images.
         phase_cpu: dict[str, float | None] = {}
         if moments["created"] and moments["posted"]:
-            phase_cpu["intake"] = meter.cpu_between(first_sent, max(moments["created"]))
-            phase_cpu["completion"] = meter.cpu_between(
-                min(moments["finished"]), max(moments["posted"])
-            )
+            windows = {
+                "intake": (first_sent, max(moments["created"])),
+                "completion": (min(moments["finished"]), max(moments["posted"])),
+            }
+            for phase, (start, end) in windows.items():
+                phase_cpu[phase] = meter.cpu_between(start, end)
+                phase_cpu[f"{phase}_emulators"] = meter.cpu_between(start, end, emulators=True)
         samples = {
             "first_callback_ms": callbacks_ms,
             "overhead_ms": overheads_ms,
@@ -370,11 +373,14 @@ def timeline_figures(result: dict[str, Any]) -> list[Figure]:
         ("intake", "first sent .. last created"),
         ("completion", "first finished .. last posted"),
     ):
-        cpu = phases.get(phase)
-        if cpu is not None:
-            figures.append(
-                Figure(f"bot CPU / generation, {label}", 1000 * cpu / result["requests"], "ms")
-            )
+        for who, key in (("bot", phase), ("emulators'", f"{phase}_emulators")):
+            cpu = phases.get(key)
+            if cpu is not None:
+                figures.append(
+                    Figure(
+                        f"{who} CPU / generation, {label}", 1000 * cpu / result["requests"], "ms"
+                    )
+                )
     return figures
 
 

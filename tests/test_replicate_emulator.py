@@ -392,3 +392,33 @@ async def test_webhook_retries_then_gives_up(
     assert [d.attempt for d in replicate_emu.webhook_deliveries] == [1, 2, 3]
     assert len({d.headers["webhook-id"] for d in replicate_emu.webhook_deliveries}) == 1
     assert replicate_emu.counts["webhooks_delivered"] == 0
+
+
+async def test_listing_keeps_the_predictions_created_in_a_time(
+    client: replicate.Client, replicate_emu: ReplicateEmulator
+):
+    """``created_after`` (inclusive) and ``created_before`` filter the listing, and its
+    next page keeps them."""
+    replicate_emu.list_page_size = 1
+    for prompt in ("a", "b", "c"):
+        await client.models.predictions.async_create(
+            model="black-forest-labs/flux-schnell", input={"prompt": prompt}
+        )
+    jobs = sorted(replicate_emu.predictions.values(), key=lambda j: j.created_at)
+    headers = {"Authorization": f"Bearer {replicate_emu.token}"}
+
+    async def prompts(query: dict[str, str]) -> list[str]:
+        found: list[str] = []
+        url: str | None = "/v1/predictions"
+        params: dict[str, str] | None = query
+        async with httpx.AsyncClient(base_url=replicate_emu.base_url) as http:
+            while url:
+                page = (await http.get(url, params=params, headers=headers)).json()
+                found += [p["input"]["prompt"] for p in page["results"]]
+                url, params = page["next"], None
+        return found
+
+    second = jobs[1].created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert await prompts({"created_before": second}) == ["a"]
+    assert await prompts({"created_after": second}) == ["c", "b"]
+    assert await prompts({}) == ["c", "b", "a"]

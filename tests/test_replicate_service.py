@@ -35,6 +35,7 @@ from services.replicate import (
     parse_training_progress,
     sniff_content_type,
 )
+from services.replicate import poller as poller_module
 from services.webhooks import verify_webhook
 from tests.emulators.replicate import (
     NSFW_LORA,
@@ -913,10 +914,73 @@ async def test_a_webhook_that_beats_the_create_answer_is_kept_for_the_follower(
 
 
 def test_listing_rounds_slow_down_before_they_could_exceed_a_rate() -> None:
-    """Few predictions: one GET each per poll_interval. Many: a listing as often as
-    list_poll_interval allows, but never more than 20 pages a second."""
-    service = ReplicateService("r8_test", poll_interval=0.5, list_poll_interval=0.1)
+    """Few predictions: one GET each per poll_interval. Up to a page: a listing as often
+    as list_poll_interval allows, at most 20 a second. More: a round every 0.1 s (the
+    oldest page, or a sweep of every page at most 10 pages a second)."""
+    service = ReplicateService("r8_test", poll_interval=0.5, list_poll_interval=0.01)
     poller = service._poller
-    for followed, expected in [(2, 0.5), (3, 0.1), (200, 0.1), (1000, 0.5), (4000, 2.0)]:
+    for followed, expected in [(2, 0.5), (3, 0.05), (100, 0.05), (101, 0.1), (4000, 0.1)]:
         poller._watched = {str(i): object() for i in range(followed)}  # type: ignore[misc]
         assert poller._interval() == pytest.approx(expected), followed
+
+
+async def test_listings_stay_under_twenty_pages_a_second(
+    replicate_emu: ReplicateEmulator, monkeypatch: pytest.MonkeyPatch
+):
+    """Eight pages followed, nothing ending: over a second, the oldest page and the
+    sweeps together make at most 20 listing requests (plus one round in flight)."""
+    monkeypatch.setattr(poller_module, "LIST_PAGE_SIZE", 2)
+    replicate_emu.list_page_size = 2
+    replicate_emu.prediction_mode = "manual"
+    async with make_service(replicate_emu) as service:
+        tasks = [
+            asyncio.create_task(service.generate(SCHNELL, f"elk {i}", {"seed": i}))
+            for i in range(16)
+        ]
+        await replicate_emu.wait_for(lambda: len(replicate_emu.predictions) == 16 or None)
+        start = len(replicate_emu.query_strings("GET", "/v1/predictions"))
+        began = time.monotonic()
+        await asyncio.sleep(1.0)
+        listed = len(replicate_emu.query_strings("GET", "/v1/predictions")) - start
+        elapsed = time.monotonic() - began
+        assert 0 < listed <= 20 * elapsed + 8, listed
+        for job in list(replicate_emu.predictions.values()):
+            await replicate_emu.complete_prediction(job.id)
+        assert all(r.images for r in await asyncio.gather(*tasks))
+
+
+async def test_between_sweeps_the_oldest_predictions_are_listed_on_their_own_page(
+    replicate_emu: ReplicateEmulator, monkeypatch: pytest.MonkeyPatch
+):
+    """More than a page followed: between sweeps of every page, one page of the oldest
+    (those created up to the newest of them) is listed, so that the first to end are seen
+    without paging past all the others; the sweep still finds the others."""
+    monkeypatch.setattr(poller_module, "LIST_PAGE_SIZE", 3)
+    replicate_emu.list_page_size = 3
+    replicate_emu.prediction_mode = "manual"
+    async with make_service(replicate_emu) as service:
+        tasks = {
+            f"fox {i}": asyncio.create_task(service.generate(SCHNELL, f"fox {i}", {"seed": i}))
+            for i in range(9)
+        }
+        await replicate_emu.wait_for(lambda: len(replicate_emu.predictions) == 9 or None)
+        jobs = sorted(replicate_emu.predictions.values(), key=lambda j: j.created_at)
+
+        def windows() -> list[datetime]:
+            return [
+                datetime.fromisoformat(q.split("created_before=", 1)[1].replace("%3A", ":"))
+                for q in replicate_emu.query_strings("GET", "/v1/predictions")
+                if "created_before=" in q
+            ]
+
+        await replicate_emu.wait_for(lambda: windows() or None)
+        assert any(jobs[2].created_at < bound <= jobs[3].created_at for bound in windows())
+        await replicate_emu.complete_prediction(jobs[0].id)
+        first = await tasks[jobs[0].input["prompt"]]
+        assert first.prediction_id == jobs[0].id and first.images
+        await replicate_emu.complete_prediction(jobs[-1].id)  # found by a sweep
+        last = await tasks[jobs[-1].input["prompt"]]
+        assert last.prediction_id == jobs[-1].id
+        for job in jobs[1:-1]:
+            await replicate_emu.complete_prediction(job.id)
+        assert len(await asyncio.gather(*tasks.values())) == 9

@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -156,10 +157,16 @@ class ReplicateApi:
             )
         )
 
-    async def list_predictions(self, cursor: str | None = None) -> PredictionPage:
+    async def list_predictions(
+        self, cursor: str | None = None, *, created_before: datetime | None = None
+    ) -> PredictionPage:
         """A page of the account's predictions, newest first; ``cursor`` is the ``next``
-        of the page before, None for the first page."""
+        of the page before, None for the first page; ``created_before``: only those
+        created before then (a first page)."""
         path = "/v1/predictions"
+        if created_before is not None and cursor is None:
+            stamp = created_before.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            path += f"?created_before={quote(stamp)}"
         if cursor is not None:
             # Only its path and query: the token goes to Replicate's base URL alone.
             path = yarl.URL(cursor).raw_path_qs

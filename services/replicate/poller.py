@@ -8,6 +8,7 @@ by id, or list a page of recent ones. Both raise the domain errors of
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 import time
@@ -48,9 +49,12 @@ class PredictionSource(Protocol):
         """The prediction with this id (``NotFoundError`` if there is none)."""
         ...
 
-    async def list_predictions(self, cursor: str | None = None) -> PredictionPage:
+    async def list_predictions(
+        self, cursor: str | None = None, *, created_before: datetime | None = None
+    ) -> PredictionPage:
         """A page of recent predictions, newest first; ``cursor`` is the previous page's
-        ``next`` (None for the first page)."""
+        ``next`` (None for the first page); ``created_before``: a first page of only
+        those created before then."""
         ...
 
 
@@ -100,6 +104,7 @@ class PredictionPoller:
         self._rounds: set[asyncio.Task[None]] = set()
         self._early: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
         self._webhooks_missed = 0
+        self._next_sweep = 0.0
 
     def watch(self, prediction: Any, *, webhooked: bool = False) -> Watched:
         watched = Watched(prediction, parse_time(prediction.created_at), webhooked=webhooked)
@@ -135,22 +140,63 @@ class PredictionPoller:
             await asyncio.sleep(self._interval())
             now = time.monotonic()
             due = [w for w in self._watched.values() if not w.busy and w.next_poll <= now]
-            for watched in due:
-                watched.busy = True
-            if len(due) >= LIST_POLL_MIN:
+            if len(due) < LIST_POLL_MIN:
+                for watched in due:
+                    watched.busy = True
+                    self._spawn(self._get_round(watched))
+            elif self._pages() == 1 or now >= self._next_sweep:
+                self._next_sweep = now + self._pages() / (LIST_REQUESTS_PER_SECOND / 2)
+                for watched in due:
+                    watched.busy = True
                 self._spawn(self._list_round(due))
             else:
-                for watched in due:
-                    self._spawn(self._get_round(watched))
+                oldest = heapq.nsmallest(
+                    LIST_PAGE_SIZE,
+                    (w for w in due if w.created_at is not None),
+                    key=_created_at,
+                )
+                if oldest:
+                    for watched in oldest:
+                        watched.busy = True
+                    self._spawn(self._window_round(oldest))
+
+    def _pages(self) -> int:
+        return math.ceil(len(self._watched) / LIST_PAGE_SIZE)
 
     def _interval(self) -> float:
         """Seconds to the next round: listings come sooner than single polls (one request
-        covers many), but never more than LIST_REQUESTS_PER_SECOND."""
+        covers many), but never more than LIST_REQUESTS_PER_SECOND. With more than a page
+        followed, half of them go to the page of the oldest predictions (those likeliest
+        to end next: a burst's first images are seen at once), half to sweeps of every
+        page."""
         timing, followed = self._timing, len(self._watched)
         if followed < LIST_POLL_MIN:
             return timing.poll_interval
-        pages = math.ceil(followed / LIST_PAGE_SIZE)
-        return max(timing.list_poll_interval, pages / LIST_REQUESTS_PER_SECOND)
+        if self._pages() == 1:
+            return max(timing.list_poll_interval, 1 / LIST_REQUESTS_PER_SECOND)
+        return max(timing.list_poll_interval, 2 / LIST_REQUESTS_PER_SECOND)
+
+    async def _window_round(self, batch: list[Watched]) -> None:
+        """One page: the predictions created up to the newest of ``batch``. Those of the
+        batch it does not show (others created predictions meanwhile) wait for a sweep."""
+        newest = max(_created_at(w) for w in batch)
+        try:
+            page = await self._source.list_predictions(
+                created_before=newest + timedelta(microseconds=1)
+            )
+        except BaseException as exc:
+            for watched in batch:
+                self._failed(watched, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        found = {p.id: p for p in page.results}
+        for watched in batch:
+            prediction = found.get(watched.prediction.id)
+            if prediction is None:
+                watched.busy = False
+            else:
+                self._update(watched, prediction)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -291,3 +337,8 @@ class PredictionPoller:
             exc = ReplicateUnavailable(f"polling failed ({type(exc).__name__})")
         watched.updates.put_nowait(exc)
         self.unwatch(watched)
+
+
+def _created_at(watched: Watched) -> datetime:
+    assert watched.created_at is not None
+    return watched.created_at

@@ -8,7 +8,9 @@ import contextlib
 import json
 import random
 import re
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -133,18 +135,32 @@ class JobRoutes(JobsMixin):
 
     async def _list_predictions(self, request: web.Request) -> web.Response:
         """Newest first, ``list_page_size`` (100) a page, with an opaque ``cursor`` to the
-        next and previous pages, as Replicate pages them."""
+        next and previous pages, as Replicate pages them; ``created_after`` (inclusive)
+        and ``created_before`` keep those created in that time."""
         newest = sorted(self.predictions.values(), key=lambda j: j.created_at, reverse=True)
+        filters = {
+            k: request.query[k] for k in ("created_after", "created_before") if k in request.query
+        }
         try:
             raw = request.query.get("cursor")
             start = int(base64.urlsafe_b64decode(raw).decode().removeprefix("o=")) if raw else 0
         except ValueError:
             return problem(400, "Bad Request", "Invalid cursor")
+        try:
+            bounds = {k: datetime.fromisoformat(v) for k, v in filters.items()}
+        except ValueError:
+            return problem(400, "Bad Request", "Invalid date-time")
+        if any(b.tzinfo is None for b in bounds.values()):
+            return problem(400, "Bad Request", "Invalid date-time")
+        if "created_after" in bounds:
+            newest = [j for j in newest if j.created_at >= bounds["created_after"]]
+        if "created_before" in bounds:
+            newest = [j for j in newest if j.created_at < bounds["created_before"]]
         size = self.list_page_size
 
         def link(offset: int) -> str:
             cursor = base64.urlsafe_b64encode(f"o={offset}".encode()).decode()
-            return f"{self.base_url}/v1/predictions?cursor={cursor}"
+            return f"{self.base_url}/v1/predictions?{urlencode({**filters, 'cursor': cursor})}"
 
         results = [job.to_json(self.base_url) for job in newest[start : start + size]]
         return web.json_response(
