@@ -45,15 +45,17 @@ class PostgresServer:
         return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     async def _run(self, *args: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            *self._as_owner(),
-            *args,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"{Path(args[0]).name} failed: {err.decode(errors='replace')}")
+        # Errors go to a file, not a pipe: the server pg_ctl starts may keep a pipe open
+        # after pg_ctl has exited (uvloop then waits for its end).
+        with tempfile.TemporaryFile() as err:
+            proc = await asyncio.create_subprocess_exec(
+                *self._as_owner(), *args, stdout=asyncio.subprocess.DEVNULL, stderr=err
+            )
+            await proc.wait()
+            if proc.returncode != 0:
+                err.seek(0)
+                text = err.read().decode(errors="replace")
+                raise RuntimeError(f"{Path(args[0]).name} failed: {text}")
 
     async def start(self) -> None:
         if os.geteuid() == 0:
