@@ -266,7 +266,9 @@ class BotApp:
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=100, limit_per_host=32)
+            connector=aiohttp.TCPConnector(
+                limit=HTTP_CONNECTIONS, limit_per_host=HTTP_CONNECTIONS_PER_HOST
+            )
         )
         try:
             self.services = await build_services(

@@ -158,7 +158,7 @@ class PredictionPoller:
                 if oldest:
                     for watched in oldest:
                         watched.busy = True
-                    self._spawn(self._window_round(oldest))
+                    self._spawn(self._list_round(oldest, window=True))
 
     def _pages(self) -> int:
         return math.ceil(len(self._watched) / LIST_PAGE_SIZE)
@@ -176,36 +176,25 @@ class PredictionPoller:
             return max(timing.list_poll_interval, 1 / LIST_REQUESTS_PER_SECOND)
         return max(timing.list_poll_interval, 2 / LIST_REQUESTS_PER_SECOND)
 
-    async def _window_round(self, batch: list[Watched]) -> None:
-        """One page: the predictions created up to the newest of ``batch``. Those of the
-        batch it does not show (others created predictions meanwhile) wait for a sweep."""
+    async def _window(self, batch: list[Watched]) -> dict[str, Any]:
+        """One page: the predictions created up to the newest of ``batch``."""
         newest = max(_created_at(w) for w in batch)
-        try:
-            page = await self._source.list_predictions(
-                created_before=newest + timedelta(microseconds=1)
-            )
-        except BaseException as exc:
-            for watched in batch:
-                self._failed(watched, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        found = {p.id: p for p in page.results}
-        for watched in batch:
-            prediction = found.get(watched.prediction.id)
-            if prediction is None:
-                watched.busy = False
-            else:
-                self._update(watched, prediction)
+        page = await self._source.list_predictions(
+            created_before=newest + timedelta(microseconds=1)
+        )
+        return {p.id: p for p in page.results}
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._rounds.add(task)
         task.add_done_callback(self._rounds.discard)
 
-    async def _list_round(self, batch: list[Watched]) -> None:
+    async def _list_round(self, batch: list[Watched], *, window: bool = False) -> None:
+        """A sweep of every page (a prediction it does not show is fetched by id), or with
+        ``window`` the page of the oldest (one it does not show, because others created
+        predictions meanwhile, waits for a sweep)."""
         try:
-            found = await self._list(batch)
+            found = await (self._window(batch) if window else self._list(batch))
         except BaseException as exc:
             for watched in batch:
                 self._failed(watched, exc)
@@ -214,10 +203,12 @@ class PredictionPoller:
             return
         for watched in batch:
             prediction = found.get(watched.prediction.id)
-            if prediction is None:
-                self._spawn(self._get_round(watched))
-            else:
+            if prediction is not None:
                 self._update(watched, prediction)
+            elif window:
+                watched.busy = False
+            else:
+                self._spawn(self._get_round(watched))
 
     async def _list(self, batch: list[Watched]) -> dict[str, Any]:
         wanted = {w.prediction.id for w in batch}
