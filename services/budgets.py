@@ -72,6 +72,10 @@ class Budgets:
         self.guild_settings = guild_settings
         #: Set by the Discord front end; without it nobody is told (and nothing claimed).
         self.notifier: BudgetNotifier | None = None
+        #: Servers whose spending is being checked, and those that ended another job
+        #: meanwhile (checked once more after): a burst of 800 ends is a few checks.
+        self._checking: set[int] = set()
+        self._check_again: set[int] = set()
 
     def for_job(
         self, config: GuildConfig | None, key: ApiKey | None, now: datetime
@@ -93,8 +97,23 @@ class Budgets:
     def job_ended(self, guild_id: int | None, cost: float | None) -> None:
         """A server's job ended: if that used the budget up, say so now rather than
         at the next refusal."""
-        if guild_id is not None and cost:
-            spawn(self._check_guild(guild_id), name=f"budget-check-{guild_id}")
+        if guild_id is None or not cost:
+            return
+        if guild_id in self._checking:
+            self._check_again.add(guild_id)
+            return
+        self._checking.add(guild_id)
+        spawn(self._check_guild_until_current(guild_id), name=f"budget-check-{guild_id}")
+
+    async def _check_guild_until_current(self, guild_id: int) -> None:
+        try:
+            while True:
+                self._check_again.discard(guild_id)
+                await self._check_guild(guild_id)
+                if guild_id not in self._check_again:
+                    return
+        finally:
+            self._checking.discard(guild_id)
 
     async def _check_guild(self, guild_id: int) -> None:
         config = await self.guild_settings.config(guild_id)

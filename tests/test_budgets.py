@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from services.budgets import reset_text
+from services.budgets import Budgets, reset_text
 from services.costs import month_bounds
 from services.store import Generation, NewGeneration, NewTraining, Store, Training, open_store
 from services.store.jobs import AdmitRequest, GenerationLimits, Refusal
 from services.store.trainings import TrainingLimits
 from services.store.usage import Budget
+from services.tasks import running_tasks
 from tests.emulators.discord import DiscordEmulator, Perm, User
 from tests.emulators.replicate import ReplicateEmulator
 from tests.harness import BotHarness
@@ -236,3 +237,35 @@ async def test_an_api_key_budget(
     finally:
         await server.stop()
     assert [r for r in caplog.records if "used its monthly budget" in r.getMessage()]
+
+
+class _HeldChecks(Budgets):
+    """Budgets whose checks of a server's spending are counted and held until released."""
+
+    def __init__(self) -> None:
+        super().__init__(store=None, guild_settings=None)  # type: ignore[arg-type]
+        self.checks = 0
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def _check_guild(self, guild_id: int) -> None:
+        self.checks += 1
+        self.started.set()
+        await self.release.wait()
+
+
+async def test_job_ends_during_a_budget_check_share_one_more_check() -> None:
+    """Every job end is followed by a check of its server's spending that starts after
+    it; the ends of a burst that come while a check runs share the next one."""
+    budgets = _HeldChecks()
+    budgets.job_ended(GUILD, 0.003)
+    await asyncio.wait_for(budgets.started.wait(), 5)
+    for _ in range(100):
+        budgets.job_ended(GUILD, 0.003)
+    budgets.job_ended(GUILD + 1, 0.003)  # another server: its own check
+    budgets.job_ended(GUILD, 0.0)  # nothing spent: nothing to check
+    budgets.release.set()
+    checking = [t for t in running_tasks() if t.get_name().startswith("budget-check-")]
+    assert len(checking) == 2
+    await asyncio.wait_for(asyncio.gather(*checking), 5)
+    assert budgets.checks == 3

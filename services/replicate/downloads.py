@@ -81,6 +81,8 @@ class OutputDownloader:
         items = output if isinstance(output, list) else [output]
         if not items:
             raise ModelFailedError("the model returned no images")
+        if len(items) == 1:
+            return [await self._fetch(items[0], 0)]
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._fetch(item, i)) for i, item in enumerate(items)]
